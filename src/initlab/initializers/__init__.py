@@ -1,0 +1,55 @@
+"""The initializer catalogue: Keras 3's initializers by name, plus torch's and JAX's extras."""
+
+from .base import Initializer, Seed
+from .constant import Constant, Ones, Zeros
+from .matrix import DeltaOrthogonal, Dirac, Identity, Orthogonal, Sparse
+from .random import RandomNormal, RandomUniform, TruncatedNormal, TruncNormal
+from .registry import CATALOGUE, catalogue, get, register, serialize
+from .variance_scaling import (
+    GlorotNormal,
+    GlorotUniform,
+    HeNormal,
+    HeUniform,
+    KaimingNormal,
+    KaimingUniform,
+    LecunNormal,
+    LecunUniform,
+    TorchDefault,
+    VarianceScaling,
+    XavierNormal,
+    XavierUniform,
+)
+
+__all__ = [
+    "CATALOGUE",
+    "Constant",
+    "DeltaOrthogonal",
+    "Dirac",
+    "GlorotNormal",
+    "GlorotUniform",
+    "HeNormal",
+    "HeUniform",
+    "Identity",
+    "Initializer",
+    "KaimingNormal",
+    "KaimingUniform",
+    "LecunNormal",
+    "LecunUniform",
+    "Ones",
+    "Orthogonal",
+    "RandomNormal",
+    "RandomUniform",
+    "Seed",
+    "Sparse",
+    "TorchDefault",
+    "TruncNormal",
+    "TruncatedNormal",
+    "VarianceScaling",
+    "XavierNormal",
+    "XavierUniform",
+    "Zeros",
+    "catalogue",
+    "get",
+    "register",
+    "serialize",
+]
