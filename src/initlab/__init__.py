@@ -5,24 +5,50 @@ any activation, and ``describe()``; whole-model plans, inspection, theory, LSUV 
 on them.
 """
 
+from . import theory
 from .activations import Activation, activation, known_activations
+from .critical import Critical
 from .describe import Description, describe
 from .fans import LAYOUTS, Fans, fans
+from .findings import Finding
+from .fix import FixResult, fix
 from .gain import gain
 from .initializers import *  # noqa: F403
 from .initializers import __all__ as _init_all
+from .inspect import inspect
+from .plan import Plan, PlanEntry, plan
+from .presets import register_preset
+from .report import Report, plot
+from .lsuv import LSUVResult, lsuv
+from .residual import find_residual_branches, residual_init
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LAYOUTS",
+    "Plan",
+    "PlanEntry",
     "Activation",
+    "Critical",
+    "LSUVResult",
     "Description",
     "Fans",
+    "Finding",
+    "FixResult",
+    "fix",
+    "Report",
+    "inspect",
+    "plot",
     "activation",
     "describe",
     "fans",
     "gain",
+    "find_residual_branches",
     "known_activations",
+    "plan",
+    "register_preset",
+    "lsuv",
+    "residual_init",
+    "theory",
     *_init_all,
 ]

@@ -71,6 +71,9 @@ class Description:
             return f"Constant({_g(self.mean)})"
         if f == "sparse_normal":
             return f"SparseNormal(std={_g(p['stddev'])}, zeros per column={p['zeros_per_column']})"
+        if f == "stft":
+            win = p["window"] if p["window"] is None or isinstance(p["window"], str) else "given"
+            return f"STFT(side={p['side']}, window={win}, scaling={p['scaling']})"
         return f"{f.replace('_', ' ').title().replace(' ', '')}(gain={_g(p.get('gain', 1.0))})"
 
     def as_dict(self) -> dict[str, Any]:
@@ -121,7 +124,7 @@ def describe(
     >>> import initlab
     >>> d = initlab.describe("glorot_uniform", (250, 16), layout="keras")
     >>> print(d)
-    Uniform(-0.1502, 0.1502)  var = 2/(fan_in+fan_out) = 2/266 = 0.007519  std 0.0867
+    Uniform(-0.1502, 0.1502)  var = 2/(fan_in+fan_out) = 2/266 = 0.00752  std 0.0867
     >>> d.fan_in, d.fan_out
     (250, 16)
     """

@@ -5,6 +5,7 @@ from .constant import Constant, Ones, Zeros
 from .matrix import DeltaOrthogonal, Dirac, Identity, Orthogonal, Sparse
 from .random import RandomNormal, RandomUniform, TruncatedNormal, TruncNormal
 from .registry import CATALOGUE, catalogue, get, register, serialize
+from .stft import STFT
 from .variance_scaling import (
     GlorotNormal,
     GlorotUniform,
@@ -22,6 +23,7 @@ from .variance_scaling import (
 
 __all__ = [
     "CATALOGUE",
+    "STFT",
     "Constant",
     "DeltaOrthogonal",
     "Dirac",

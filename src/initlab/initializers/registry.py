@@ -10,6 +10,7 @@ from .base import Initializer
 from .constant import Constant, Ones, Zeros
 from .matrix import DeltaOrthogonal, Dirac, Identity, Orthogonal, Sparse
 from .random import RandomNormal, RandomUniform, TruncatedNormal, TruncNormal
+from .stft import STFT
 from .variance_scaling import (
     GlorotNormal,
     GlorotUniform,
@@ -27,8 +28,7 @@ from .variance_scaling import (
 
 __all__ = ["CATALOGUE", "catalogue", "get", "register", "serialize"]
 
-#: Keras 3's 15 numeric initializer classes with the aliases Keras accepts (``STFT`` lives in
-#: ``initlab.initializers.stft`` when present), then what torch and JAX add.
+#: Keras 3's 16 initializer classes with the aliases Keras accepts, then what torch and JAX add.
 _KERAS: dict[type[Initializer], tuple[str, ...]] = {
     Zeros: ("zeros", "zero"),
     Ones: ("ones", "one"),
@@ -45,6 +45,7 @@ _KERAS: dict[type[Initializer], tuple[str, ...]] = {
     LecunUniform: ("lecun_uniform",),
     Orthogonal: ("orthogonal", "OrthogonalInitializer"),
     Identity: ("identity", "IdentityInitializer", "eye"),
+    STFT: ("stft", "STFTInitializer"),
 }
 _EXTRAS: dict[type[Initializer], tuple[str, ...]] = {
     XavierUniform: ("xavier_uniform",),

@@ -257,3 +257,6 @@ class TorchDefault(VarianceScaling):
 
     def __init__(self, seed: Seed = None) -> None:
         super().__init__(1.0 / 3.0, "fan_in", "uniform", seed)
+
+    def _formula(self, fans: Fans, var: float) -> str:
+        return f"var = 1/(3·fan_in) = 1/(3·{fans.fan_in}) = {var:.3g}"

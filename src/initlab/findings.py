@@ -1,0 +1,343 @@
+"""Verdicts on an inspection: rules on depth-relative rates, each with its evidence and a fix.
+
+A deep network is judged by how its signals *change with depth*, not by fixed absolute cut-offs
+(torchdiag's "max gradient < 1e-7" cannot tell a small loss from a dying signal). With L weight-layer
+calls and a tolerance factor τ (default 10):
+
+* **vanishing / exploding gradients** — the backward growth per layer ρ_g (fit of log ‖dL/dz_ℓ‖ on ℓ)
+  compounds to ρ_g^(L−1), and the measured ratio ‖dL/dz₁‖/‖dL/dz_L‖ agrees: both below 1/τ is
+  vanishing, both above τ exploding (Glorot & Bengio 2010; He et al. 2015, eq. 13). A non-finite
+  gradient anywhere is exploding.
+* **vanishing / exploding activations** — the same on std(z_ℓ): the forward rate ρ_z^(L−1) and the
+  measured std(z_L)/std(z₁) both beyond τ (He et al. 2015, eq. 10).
+* **saturation** — activation calls whose saturated fraction (|φ'(z)| < 5 % max|φ'|) exceeds the
+  fraction the same activation has at z ~ N(0, 1) by more than 0.2; flagged when at least a quarter of
+  the activation calls are so (Glorot & Bengio 2010, §3). Measured against the activation's own
+  reference, ReLU's negative half-line is not "saturation".
+* **dead units** — activation calls where the fraction of units that are zero for the whole batch
+  exceeds by more than 0.25 what the inputs' correlation alone explains. For a ReLU-like φ and
+  pre-activations of B inputs with pairwise correlation c (the measured mean cosine), a unit is zero
+  for all B with probability p(c, B) = E_u[Φ(−u·√(c/(1−c)))^B], u ~ N(0, 1) (equicorrelated
+  Gaussians; p → 2^−B for c = 0 and → ½ as c → 1), so deep ReLU nets whose inputs grow alike
+  (Lu et al. 2019, "Dying ReLU and initialization") are not blamed twice; the 0.25 margin is > 5
+  standard errors of a fraction over ≥ 64 units.
+* **correlation collapse** — the mean cosine between different inputs' representations reaches
+  ≥ 0.99 at the last layer while (1 − cosine) shrank by more than τ across the depth (Schoenholz
+  et al. 2017; Hanin & Rolnick 2018): the network maps every input to nearly the same vector.
+
+If nothing fires the verdict is ``healthy``. Unhealthy findings carry ``fix``, the whole-model plan
+``initlab.plan(model, preset="auto", example_input=x)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FINDING_KINDS", "Finding", "expected_dead", "judge"]
+
+FINDING_KINDS = (
+    "healthy",
+    "vanishing_gradients",
+    "exploding_gradients",
+    "vanishing_activations",
+    "exploding_activations",
+    "saturation",
+    "dead_units",
+    "correlation_collapse",
+)
+
+SATURATION_EXCESS = 0.2
+SATURATION_SHARE = 0.25
+DEAD_EXCESS = 0.25
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(120)
+_GH_W = _GH_W / _GH_W.sum()
+COLLAPSE_COSINE = 0.99
+
+
+@dataclass
+class Finding:
+    """One verdict: ``kind`` (see :data:`FINDING_KINDS`), the layers concerned, the evidence
+    (numbers), a one-line message and the recommended fix (an :class:`initlab.plan.Plan`, or None
+    for ``healthy`` or when no plan could be made — then ``evidence['fix_error']`` says why)."""
+
+    kind: str
+    layers: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    fix: Any = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.kind == "healthy"
+
+    def __repr__(self) -> str:
+        shown = ", ".join(self.layers[:4]) + (f", … ({len(self.layers)})" if len(self.layers) > 4 else "")
+        fix = "None" if self.fix is None else f"<Plan: {len(getattr(self.fix, 'entries', []) or [])} entries>"
+        return f"Finding({self.kind!r}, layers=[{shown}], evidence={self.evidence!r}, fix={fix})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "layers": list(self.layers),
+            "evidence": _jsonable(self.evidence),
+            "message": self.message,
+            "fix": _plan_dict(self.fix),
+        }
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def _plan_dict(plan: Any) -> Any:
+    if plan is None or isinstance(plan, dict):
+        return plan
+    return _jsonable(plan.as_dict())
+
+
+def _cum(rate: float | None, depth: int) -> float | None:
+    if rate is None or depth < 2:
+        return None
+    try:
+        return rate ** (depth - 1)
+    except OverflowError:
+        return math.inf
+
+
+def _significant(rate: float | None, se: float | None) -> bool:
+    """The fitted slope differs from 0 by more than two standard errors."""
+    if rate is None or rate <= 0:
+        return False
+    return abs(math.log(rate)) > 2 * (se or 0.0)
+
+
+def judge(report: Any, *, model: Any = None, x: Any = None, recommend: bool = True, tolerance: float = 10.0) -> list[Finding]:
+    """Apply the rules of this module to a report; return the findings (``[healthy]`` if none fire)."""
+    tr = report.trends
+    calls = report.calls
+    layers = [c for c in calls if c.kind == "layer"]
+    names = [_name(c) for c in layers]
+    out: list[Finding] = []
+    tau = float(tolerance)
+    L = tr.depth
+
+    # ---- gradients ----
+    gcum = _cum(tr.grad_rate, L)
+    ev_g = {
+        "depth": L,
+        "dz_ratio": tr.dz_ratio,
+        "grad_rate_per_layer": tr.grad_rate,
+        "grad_rate_over_depth": gcum,
+        "grad_norm_first": layers[0].grad_norm if layers else None,
+        "grad_norm_last": layers[-1].grad_norm if layers else None,
+    }
+    if tr.nonfinite_grad_layers:
+        out.append(
+            Finding(
+                "exploding_gradients",
+                [names[d - 1] for d in tr.nonfinite_grad_layers],
+                {**ev_g, "nonfinite_at_depth": tr.nonfinite_grad_layers},
+                f"‖dL/dz‖ is not finite at {len(tr.nonfinite_grad_layers)} of {L} layers: the backward signal overflows.",
+            )
+        )
+    elif gcum is not None and tr.dz_ratio is not None and _significant(tr.grad_rate, tr.grad_rate_se):
+        if gcum < 1 / tau and tr.dz_ratio < 1 / tau:
+            out.append(
+                Finding(
+                    "vanishing_gradients",
+                    _span(names),
+                    ev_g,
+                    f"‖dL/dz‖ shrinks ×{tr.grad_rate:.3g} per layer on its way back: "
+                    f"‖dL/dz₁‖/‖dL/dz_L‖ = {tr.dz_ratio:.3g} over {L} layers.",
+                )
+            )
+        elif gcum > tau and tr.dz_ratio > tau:
+            out.append(
+                Finding(
+                    "exploding_gradients",
+                    _span(names),
+                    ev_g,
+                    f"‖dL/dz‖ grows ×{tr.grad_rate:.3g} per layer on its way back: "
+                    f"‖dL/dz₁‖/‖dL/dz_L‖ = {tr.dz_ratio:.3g} over {L} layers.",
+                )
+            )
+
+    # ---- activations ----
+    zcum = _cum(tr.z_std_rate, L)
+    ev_z = {
+        "depth": L,
+        "z_std_first": layers[0].z_std if layers else None,
+        "z_std_last": layers[-1].z_std if layers else None,
+        "z_std_change": tr.z_std_change,
+        "z_std_rate_per_layer": tr.z_std_rate,
+        "z_std_rate_over_depth": zcum,
+    }
+    if tr.nonfinite_act_layers:
+        out.append(
+            Finding(
+                "exploding_activations",
+                [names[d - 1] for d in tr.nonfinite_act_layers],
+                {**ev_z, "nonfinite_at_depth": tr.nonfinite_act_layers},
+                f"std(z) is not finite at {len(tr.nonfinite_act_layers)} of {L} layers: the forward signal overflows.",
+            )
+        )
+    elif zcum is not None and tr.z_std_change is not None and _significant(tr.z_std_rate, tr.z_std_rate_se):
+        if zcum < 1 / tau and tr.z_std_change < 1 / tau:
+            out.append(
+                Finding(
+                    "vanishing_activations",
+                    _span(names),
+                    ev_z,
+                    f"std(z) shrinks ×{tr.z_std_rate:.3g} per layer: {ev_z['z_std_first']:.3g} → {ev_z['z_std_last']:.3g} over {L} layers.",
+                )
+            )
+        elif zcum > tau and tr.z_std_change > tau:
+            out.append(
+                Finding(
+                    "exploding_activations",
+                    _span(names),
+                    ev_z,
+                    f"std(z) grows ×{tr.z_std_rate:.3g} per layer: {ev_z['z_std_first']:.3g} → {ev_z['z_std_last']:.3g} over {L} layers.",
+                )
+            )
+
+    # ---- saturation ----
+    acts = [c for c in calls if c.kind == "activation" and c.saturation is not None and c.saturation_ref is not None]
+    sat = [c for c in acts if c.saturation - c.saturation_ref > SATURATION_EXCESS]
+    if acts and sat and len(sat) >= SATURATION_SHARE * len(acts):
+        mean_sat = sum(c.saturation for c in sat) / len(sat)
+        out.append(
+            Finding(
+                "saturation",
+                [_name(c) for c in sat],
+                {
+                    "activation": sat[0].activation,
+                    "saturated_calls": len(sat),
+                    "activation_calls": len(acts),
+                    "mean_saturation": mean_sat,
+                    "reference_at_unit_variance": sat[0].saturation_ref,
+                    "max_saturation": max(c.saturation for c in sat),
+                },
+                f"{len(sat)} of {len(acts)} activation calls have |φ'(z)| < 5% of its maximum for "
+                f"{mean_sat:.0%} of units on average (at z ~ N(0,1): {sat[0].saturation_ref:.1%}).",
+            )
+        )
+
+    # ---- dead units ----
+    batch = int(report.meta.get("batch_size") or 0)
+    dead = []
+    cos_z: float | None = None
+    for c in calls:
+        if c.kind == "layer":
+            cos_z = c.cosine
+        elif c.kind == "activation" and c.dead is not None:
+            expected = expected_dead(c.activation, cos_z, batch)
+            if c.dead - expected > DEAD_EXCESS:
+                dead.append((c, expected))
+    if dead:
+        worst = max(dead, key=lambda ce: ce[0].dead - ce[1])
+        out.append(
+            Finding(
+                "dead_units",
+                [_name(c) for c, _ in dead],
+                {
+                    "calls": len(dead),
+                    "max_dead_fraction": max(c.dead for c, _ in dead),
+                    "worst_layer": _name(worst[0]),
+                    "worst_dead": worst[0].dead,
+                    "worst_expected_from_correlation": worst[1],
+                    "excess_threshold": DEAD_EXCESS,
+                },
+                f"{len(dead)} activation calls have more units zero for the whole batch than their inputs' "
+                f"correlation explains (worst {_name(worst[0])}: {worst[0].dead:.0%} vs {worst[1]:.0%} expected).",
+            )
+        )
+
+    # ---- correlation collapse ----
+    if tr.cosine_first is not None and tr.cosine_last is not None and L >= 2:
+        gap_first, gap_last = 1 - tr.cosine_first, 1 - tr.cosine_last
+        shrink = gap_first / gap_last if gap_last > 0 else math.inf
+        if tr.cosine_last >= COLLAPSE_COSINE and shrink > tau:
+            out.append(
+                Finding(
+                    "correlation_collapse",
+                    _span(names),
+                    {
+                        "cosine_first": tr.cosine_first,
+                        "cosine_last": tr.cosine_last,
+                        "gap_shrink": shrink,
+                        "collapse_rate_per_layer": tr.collapse_rate,
+                    },
+                    f"different inputs become the same vector: mean cosine {tr.cosine_first:.3f} → "
+                    f"{tr.cosine_last:.4f} over {L} layers.",
+                )
+            )
+
+    if not out:
+        return [
+            Finding(
+                "healthy",
+                [],
+                {
+                    "depth": L,
+                    "dz_ratio": tr.dz_ratio,
+                    "grad_rate_per_layer": tr.grad_rate,
+                    "z_std_rate_per_layer": tr.z_std_rate,
+                    "tolerance": tau,
+                },
+                f"signals stay within ×{tau:g} across {L} layers forward and backward; no saturation, dead units or collapse.",
+            )
+        ]
+    if recommend and model is not None:
+        plan, err = _recommend(model, x)
+        for f in out:
+            f.fix = plan
+            if err:
+                f.evidence["fix_error"] = err
+    return out
+
+
+def _recommend(model: Any, x: Any) -> tuple[Any, str | None]:
+    """The whole-model plan ``initlab.plan(model, preset="auto", example_input=x)``."""
+    try:
+        from .plan import plan as make_plan
+    except ImportError as e:
+        return None, f"initlab.plan is unavailable: {e}"
+    try:
+        return make_plan(model, preset="auto", example_input=x), None
+    except (ValueError, TypeError, RuntimeError) as e:
+        return None, f"initlab.plan(preset='auto') failed: {e}"
+
+
+def expected_dead(act: str | None, cosine: float | None, batch: int) -> float:
+    """p(c, B): probability that a unit of a ReLU-like activation is zero for all B inputs whose
+    pre-activations are equicorrelated Gaussians with correlation c (Gauss–Hermite, 120 nodes)."""
+    name = (act or "").split("(")[0]
+    if name not in ("relu", "relu6") or batch < 1:
+        return 0.0
+    c = 0.0 if cosine is None or not math.isfinite(cosine) else min(max(cosine, 0.0), 1.0)
+    if c >= 1.0:
+        return 0.5
+    if c == 0.0:
+        return 0.5**batch
+    k = math.sqrt(c / (1.0 - c))
+    cdf = np.array([0.5 * math.erfc(k * u / math.sqrt(2.0)) for u in _GH_X])
+    return float((_GH_W * cdf**batch).sum())
+
+
+def _name(c: Any) -> str:
+    return c.path if c.call == 1 else f"{c.path}#{c.call}"
+
+
+def _span(names: list[str]) -> list[str]:
+    return list(names)

@@ -1,0 +1,1057 @@
+"""Inspection: run a batch through a model with hooks and measure, layer call by layer call, what the
+initialization does to the signal — forward and backward — then judge it.
+
+What is measured (one row per *call*, in execution order, so a module called twice appears twice):
+
+* input and output mean and std of the call;
+* the pre-activation std — the tutorial's std of z: the output std of a weight layer, the input std
+  of an activation;
+* saturation of any elementwise activation: the fraction of units where |φ'(z)| < 5 % of max |φ'|
+  (Glorot & Bengio 2010, Fig. 2–4), next to the same fraction for z ~ N(0, 1) as a reference;
+* dead units: units (non-batch positions) that are exactly zero for the whole batch;
+* ‖dL/dz‖, the gradient norm with respect to the call's output, by a hook on the output tensor —
+  not only weight gradients, which stay level while the signal dies (Glorot & Bengio 2010, Fig. 8);
+* each parameter's gradient norm and gradient-to-weight ratio ‖∂L/∂W‖ / ‖W‖;
+* depth trends over the weight-layer calls ℓ = 1…L: per-layer growth rates of std(z_ℓ) and of
+  ‖dL/dz_ℓ‖ from a least-squares fit of their logarithms against ℓ, the ratio
+  ‖dL/dz₁‖ / ‖dL/dz_L‖, the mean cosine similarity between different inputs' representations
+  (correlation collapse, Schoenholz et al. 2017; Hanin & Rolnick 2018) and residual-stream growth of
+  ``x + f(x)`` blocks (Brock, De & Smith 2021, signal propagation plots).
+
+The model is left exactly as it was: parameters, buffers (BatchNorm running statistics), ``.grad``,
+train/eval mode, hooks, ``requires_grad`` and the global RNG state are restored, also when the
+forward or the loss raises. Gradients are taken with ``torch.autograd.grad``, so ``.grad`` is never
+written. Denormal floats (which a vanishing signal produces and which slow CPUs ~30×) are flushed
+during the run with ``torch.set_flush_denormal(True)``; the previous setting is restored after.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .activations import _MODULE_TYPES, Activation, activation
+from .quadrature import derivative
+
+__all__ = [
+    "BlockStats",
+    "CallStats",
+    "ParamStats",
+    "SaturationRule",
+    "Trends",
+    "flush_denormal_state",
+    "inspect",
+    "saturation_rule",
+]
+
+SATURATION_THRESHOLD = 0.05  # |φ'(z)| below 5 % of its maximum counts as saturated
+_COSINE_SAMPLES = 64  # inputs used for the mean pairwise cosine (O(n²·width); 64 keeps it ≪ a matmul)
+_RESIDUAL_CORRELATION = 0.2  # corr(in, out) above this marks a same-shape block as x + f(x)
+_NORM_TYPES: tuple[type, ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Result records
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CallStats:
+    """Statistics of one call of one module (one row of the report).
+
+    ``kind`` is ``"layer"`` (a module with a weight of ≥ 2 dimensions: Linear, Conv, Dense, …; these
+    calls define depth), ``"activation"``, ``"norm"`` or ``"other"``. ``z_std`` is the std of the
+    pre-activation z (a layer's output, an activation's input). ``saturation`` is the fraction of
+    units with |φ'(z)| < 5 % max|φ'|, ``saturation_ref`` the same for z ~ N(0, 1). ``dead`` is the
+    fraction of output units that are zero for the whole batch. ``grad_norm`` is ‖dL/d(output)‖.
+    ``cosine`` is the mean cosine similarity between different inputs' outputs (layers only).
+    ``depth`` numbers the layer calls 1…L.
+    """
+
+    index: int
+    path: str
+    module: str
+    kind: str
+    in_shape: tuple[int, ...] | None
+    out_shape: tuple[int, ...] | None
+    in_mean: float | None
+    in_std: float | None
+    out_mean: float | None
+    out_std: float | None
+    z_std: float | None = None
+    activation: str | None = None
+    saturation: float | None = None
+    saturation_ref: float | None = None
+    dead: float | None = None
+    grad_norm: float | None = None
+    cosine: float | None = None
+    depth: int | None = None
+    call: int = 1
+
+
+@dataclass
+class ParamStats:
+    """One parameter: its std, norm, gradient norm and ‖∂L/∂W‖ / ‖W‖; ``fan_in`` from the layout."""
+
+    name: str
+    module: str
+    shape: tuple[int, ...]
+    layout: str
+    fan_in: int | None
+    mean: float
+    std: float
+    norm: float
+    grad_norm: float | None
+    ratio: float | None
+    requires_grad: bool
+
+
+@dataclass
+class BlockStats:
+    """A same-shape container call recognised as a residual block ``x + f(x)``.
+
+    ``branch_std`` is std(out − in) (the residual branch), ``growth`` = out_std / in_std and
+    ``correlation`` the Pearson correlation of input and output elements.
+    """
+
+    index: int
+    path: str
+    module: str
+    in_std: float
+    out_std: float
+    branch_std: float | None
+    growth: float
+    correlation: float
+
+
+@dataclass
+class Trends:
+    """Depth trends over the L weight-layer calls.
+
+    Rates are per layer: ``z_std_rate`` = exp(b) for the least-squares fit log std(z_ℓ) ≈ a + b·ℓ
+    (forward growth per layer), ``grad_rate`` = exp(−b) for the fit of log ‖dL/dz_ℓ‖ (backward growth
+    per layer: the factor by which the gradient is multiplied on its way back through one layer; < 1
+    vanishing, > 1 exploding); ``*_se`` are the standard errors of the slopes b (log units). ``dz_ratio`` = ‖dL/dz₁‖ / ‖dL/dz_L‖. ``cosine_first``/``cosine_last`` are the
+    mean cosines at the first and last layer and ``collapse_rate`` the fitted per-layer factor of
+    (1 − cosine). ``residual_rate`` is the per-block growth of the residual stream's std and
+    ``residual_growth`` its last/first ratio (None without residual blocks).
+    """
+
+    depth: int
+    z_std_rate: float | None
+    z_std_rate_se: float | None
+    z_std_change: float | None
+    grad_rate: float | None
+    grad_rate_se: float | None
+    dz_ratio: float | None
+    cosine_first: float | None
+    cosine_last: float | None
+    collapse_rate: float | None
+    residual_blocks: int
+    residual_rate: float | None
+    residual_growth: float | None
+    nonfinite_grad_layers: list[int] = field(default_factory=list)
+    nonfinite_act_layers: list[int] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# Saturation: the set {z : |φ'(z)| < 5 % max |φ'|} as a union of intervals, found once per activation
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SaturationRule:
+    """The saturated set of an activation as sorted interval edges.
+
+    The real line is cut at ``edges``; ``first_saturated`` says whether (−∞, edges[0]) is saturated
+    and membership alternates across each edge. ``reference`` is P(z saturated) for z ~ N(0, 1),
+    exact from the normal CDF. ``max_slope`` is max |φ'| over |z| ≤ 12.
+    """
+
+    label: str
+    edges: tuple[float, ...]
+    first_saturated: bool
+    reference: float
+    max_slope: float
+
+    def fraction(self, z: torch.Tensor) -> torch.Tensor:
+        """Fraction of the elements of ``z`` in the saturated set (a 0-d float64 tensor)."""
+        z = z.detach()
+        n = max(z.numel(), 1)
+        bounds = [-math.inf, *self.edges, math.inf]
+        count = None
+        for j in range(len(bounds) - 1):
+            if (j % 2 == 0) != self.first_saturated:
+                continue
+            lo, hi = bounds[j], bounds[j + 1]
+            if lo == -math.inf and hi == math.inf:
+                mask = torch.ones_like(z, dtype=torch.bool)
+            elif lo == -math.inf:
+                mask = z < hi
+            elif hi == math.inf:
+                mask = z >= lo
+            else:
+                mask = (z >= lo) & (z < hi)
+            c = torch.count_nonzero(mask)
+            count = c if count is None else count + c
+        if count is None:
+            return torch.zeros((), dtype=torch.float64)
+        return count.to(torch.float64) / n
+
+_RULES: dict[str, SaturationRule] = {}
+_GRID_LIMIT = 12.0
+_GRID_POINTS = 24001
+
+
+def saturation_rule(act: Activation) -> SaturationRule:
+    """Find {z : |φ'(z)| < 5 % max|φ'|} for an elementwise activation (cached by its label).
+
+    φ' comes from :func:`initlab.quadrature.derivative` (autograd) on a grid of 24 001 points over
+    [−12, 12]; each sign change of |φ'(z)| − 0.05·max|φ'| is refined by 60 bisections, so the edges are
+    exact to float64. Outside the grid the set continues as at its ends.
+    """
+    key = f"{act.label}:{id(act.fn) if act.name not in _KNOWN_LABELS else ''}"
+    if key in _RULES:
+        return _RULES[key]
+    dphi = derivative(act.fn)
+    grid = torch.linspace(-_GRID_LIMIT, _GRID_LIMIT, _GRID_POINTS, dtype=torch.float64)
+    slope = dphi(grid).abs()
+    if not torch.isfinite(slope).all():
+        raise ValueError(f"activation {act.label!r}: its derivative is not finite on [-12, 12].")
+    max_slope = float(slope.max())
+    thr = SATURATION_THRESHOLD * max_slope
+    if max_slope == 0.0:
+        rule = SaturationRule(act.label, (), True, 1.0, 0.0)
+        _RULES[key] = rule
+        return rule
+    sat = slope < thr
+    edges: list[float] = []
+    flips = torch.nonzero(sat[1:] != sat[:-1]).flatten().tolist()
+    for i in flips:
+        lo, hi = float(grid[i]), float(grid[i + 1])
+        lo_sat = bool(sat[i])
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            m_sat = bool(dphi(torch.tensor([mid], dtype=torch.float64)).abs()[0] < thr)
+            if m_sat == lo_sat:
+                lo = mid
+            else:
+                hi = mid
+        edges.append(hi)
+    first = bool(sat[0])
+    # P(saturated) under N(0, 1): sum of Φ(b) − Φ(a) over the saturated intervals.
+    bounds = [-math.inf, *edges, math.inf]
+    ref = 0.0
+    for j in range(len(bounds) - 1):
+        if (j % 2 == 0) == first:
+            ref += _phi(bounds[j + 1]) - _phi(bounds[j])
+    rule = SaturationRule(act.label, tuple(edges), first, min(max(ref, 0.0), 1.0), max_slope)
+    _RULES[key] = rule
+    return rule
+
+
+_KNOWN_LABELS = {
+    "linear",
+    "relu",
+    "leaky_relu",
+    "tanh",
+    "sigmoid",
+    "selu",
+    "gelu",
+    "gelu_tanh",
+    "silu",
+    "mish",
+    "elu",
+    "celu",
+    "softplus",
+    "softsign",
+    "hardtanh",
+    "relu6",
+    "hardswish",
+    "hardsigmoid",
+    "logsigmoid",
+    "tanhshrink",
+    "sin",
+    "exponential",
+}
+
+
+def _phi(x: float) -> float:
+    if x == math.inf:
+        return 1.0
+    if x == -math.inf:
+        return 0.0
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+# --------------------------------------------------------------------------------------------------
+# Denormals
+# --------------------------------------------------------------------------------------------------
+
+
+def flush_denormal_state() -> bool:
+    """Whether the CPU currently flushes denormals (torch has a setter but no getter: we probe).
+
+    2⁻¹²⁶ · 2⁻³ is a float32 subnormal; with flushing on (FTZ/DAZ) the product is 0.
+    """
+    tiny = torch.tensor([2.0**-126], dtype=torch.float32)
+    return bool((tiny * 0.125)[0] == 0.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Model state: snapshot and exact restore
+# --------------------------------------------------------------------------------------------------
+
+
+def _is_keras(model: Any) -> bool:
+    return type(model).__module__.startswith("keras") and hasattr(model, "_flatten_layers")
+
+
+class _Snapshot:
+    """Everything inspection could touch, restored exactly by :meth:`restore`."""
+
+    def __init__(self, model: nn.Module, modules: list[tuple[str, nn.Module]], devices: set[torch.device]):
+        self.slots: list[tuple[nn.Module, str, str, torch.Tensor, torch.Tensor, Any, bool]] = []
+        self.storage: dict[int, torch.Tensor] = {}
+        seen: set[int] = set()
+        for m in _all_modules(model, modules):
+            for kind, store in (("param", m._parameters), ("buffer", m._buffers)):
+                for name, t in store.items():
+                    if t is None:
+                        self.slots.append((m, kind, name, t, None, None, False))
+                        continue
+                    copy = None if id(t) in seen else t.detach().clone()
+                    seen.add(id(t))
+                    self.storage[id(t)] = t.data  # the tensor behind .data, in case someone swaps it
+                    self.slots.append((m, kind, name, t, copy, t.grad, t.requires_grad))
+        self.grad_values = {
+            id(t): t.grad.detach().clone() for (_, _, _, t, c, _, _) in self.slots if c is not None and t.grad is not None
+        }
+        self.training = [(m, m.training) for m in _all_modules(model, modules)]
+        self.hooks = [
+            (m, dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
+            for m in _all_modules(model, modules)
+        ]
+        self.rng = torch.get_rng_state()
+        self.cuda = {}
+        for d in devices:
+            if d.type == "cuda":
+                self.cuda[d] = torch.cuda.get_rng_state(d)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for m, kind, name, t, copy, grad, req in self.slots:
+                store = m._parameters if kind == "param" else m._buffers
+                store[name] = t
+                if t is None:
+                    continue
+                if copy is not None:
+                    data = self.storage[id(t)]
+                    if t.data.data_ptr() != data.data_ptr() or t.data.shape != data.shape:
+                        t.data = data
+                    if t.requires_grad != req and t.is_leaf:
+                        t.requires_grad_(req)
+                    t.copy_(copy)
+                    if t.is_leaf:
+                        t.grad = grad
+                    if grad is not None and id(t) in self.grad_values:
+                        grad.copy_(self.grad_values[id(t)])
+        for m, mode in self.training:
+            m.training = mode
+        for m, fwd, pre, bwd in self.hooks:
+            for store, orig in ((m._forward_hooks, fwd), (m._forward_pre_hooks, pre), (m._backward_hooks, bwd)):
+                if dict(store) != orig:
+                    store.clear()
+                    store.update(orig)
+        torch.set_rng_state(self.rng)
+        for d, state in self.cuda.items():
+            torch.cuda.set_rng_state(state, d)
+
+
+def _all_modules(model: nn.Module, modules: list[tuple[str, nn.Module]]) -> list[nn.Module]:
+    out: dict[int, nn.Module] = {id(model): model}
+    for m in model.modules():
+        out[id(m)] = m
+    for _, m in modules:
+        out[id(m)] = m
+        for sub in m.modules():
+            out[id(sub)] = sub
+    return list(out.values())
+
+
+# --------------------------------------------------------------------------------------------------
+# Module discovery and classification
+# --------------------------------------------------------------------------------------------------
+
+
+def _discover(model: Any) -> list[tuple[str, nn.Module, bool]]:
+    """(path, module, is_leaf) for every module to hook, each once (shared modules fire per call)."""
+    if _is_keras(model):
+        out = []
+        for layer in model._flatten_layers(include_self=False, recursive=True):
+            if not isinstance(layer, nn.Module):
+                continue
+            leaf = not list(layer._flatten_layers(include_self=False, recursive=False))
+            out.append((getattr(layer, "path", None) or layer.name, layer, leaf))
+        return out
+    out = []
+    for name, m in model.named_modules():
+        leaf = not any(True for _ in m.children())
+        if not name and not leaf:
+            continue  # the root container: its input and output are the model's
+        own = any(p is not None for p in m._parameters.values())
+        out.append((name or type(m).__name__, m, leaf or own))
+    return out
+
+
+def _own_params(module: nn.Module, keras: bool) -> list[tuple[str, torch.Tensor]]:
+    if keras:
+        return [(v.path, v.value) for v in getattr(module, "weights", []) if isinstance(v.value, torch.Tensor)]
+    return [(n, p) for n, p in module._parameters.items() if p is not None]
+
+
+def _kind(module: nn.Module, keras: bool) -> str:
+    params = _own_params(module, keras)
+    if any(p.dim() >= 2 for _, p in params):
+        return "layer"
+    if any(isinstance(module, cls) for cls in _MODULE_TYPES) and not isinstance(module, nn.Identity):
+        return "activation"
+    if isinstance(module, _NORM_TYPES) or "Normalization" in type(module).__name__:
+        return "norm"
+    return "other"
+
+
+def _keras_activation(layer: Any) -> Activation | None:
+    fn = getattr(layer, "activation", None)
+    if fn is None or not callable(fn):
+        return None
+    name = getattr(fn, "__name__", "") or ""
+    try:
+        act = activation(name) if name else activation(fn)
+    except (ValueError, TypeError):
+        act = Activation(name or type(fn).__name__, fn, "smooth")
+    if act.family == "linear":
+        return None
+    return Activation(act.name, fn, act.family, act.torch_gain, act.params)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tensor helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _first_float(obj: Any) -> torch.Tensor | None:
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.is_floating_point() else None
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        for o in obj:
+            t = _first_float(o)
+            if t is not None:
+                return t
+    return None
+
+
+def _all_float(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj] if obj.is_floating_point() else []
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _all_float(o)]
+    if hasattr(obj, "__dataclass_fields__") or hasattr(obj, "_fields"):
+        return [t for v in vars(obj).values() for t in _all_float(v)] if hasattr(obj, "__dict__") else []
+    return []
+
+
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return type(obj)((k, _map_tensors(v, fn)) for k, v in obj.items())
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(_map_tensors(v, fn) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj
+
+
+def _std_mean(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(std, mean) of all elements. In the tensor's own precision when that is exact enough, in
+    float64 when float32 overflows (the variance of 1e20-sized activations exceeds float32's range)."""
+    d = t.detach()
+    if d.numel() < 2:
+        return torch.zeros((), dtype=torch.float64), d.to(torch.float64).mean()
+    if d.dtype in (torch.float32, torch.float64):
+        std, mean = torch.std_mean(d)
+        if bool(torch.isfinite(std)) or not bool(torch.isfinite(d).all()):
+            return std, mean
+    return torch.std_mean(d.to(torch.float64))
+
+
+def _cosine(t: torch.Tensor) -> torch.Tensor | None:
+    if t.dim() < 1 or t.shape[0] < 2:
+        return None
+    y = t.detach()[:_COSINE_SAMPLES].reshape(min(t.shape[0], _COSINE_SAMPLES), -1).to(torch.float64)
+    y = y / y.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    g = y @ y.T
+    n = g.shape[0]
+    return (g.sum() - g.diagonal().sum()) / (n * (n - 1))
+
+
+# --------------------------------------------------------------------------------------------------
+# One run
+# --------------------------------------------------------------------------------------------------
+
+
+class _Recorder:
+    def __init__(self, keras: bool):
+        self.keras = keras
+        self.rows: list[dict[str, Any]] = []
+        self.blocks: list[dict[str, Any]] = []
+        self.pending: dict[int, list[dict[str, Any]]] = {}
+        self.calls: dict[int, int] = {}
+        self.grad_cells: list[tuple[dict[str, Any], str]] = []
+        self.keras_act_rows: dict[int, bool] = {}
+        self.last: tuple[torch.Tensor, int, Any, Any] | None = None
+
+    def stats(self, t: torch.Tensor) -> tuple[Any, Any]:
+        """std_mean of ``t``, reusing the previous call's output stats when ``t`` is that tensor,
+        unmodified (the usual layer → activation → layer chain), so each tensor is reduced once."""
+        last = self.last
+        if last is not None and last[0] is t and last[1] == t._version:
+            return last[2], last[3]
+        std, mean = _std_mean(t)
+        self.last = (t, t._version, std, mean)
+        return std, mean
+
+    # ---- forward ----
+    def pre(self, path: str, module: nn.Module, leaf: bool, args: tuple, kwargs: dict) -> None:
+        t = _first_float((args, kwargs))
+        info: dict[str, Any] = {"t": t}
+        if t is not None:
+            info["in_shape"] = tuple(t.shape)
+            info["in_std"], info["in_mean"] = self.stats(t)
+            info["version"] = t._version
+            act = self.activation_of(module) if leaf else None
+            if act is not None:
+                info["saturation"] = saturation_rule(act).fraction(t)
+        self.pending.setdefault(id(module), []).append(info)
+
+    def activation_of(self, module: nn.Module) -> Activation | None:
+        if self.keras:
+            return None
+        if isinstance(module, nn.Identity) or not any(isinstance(module, c) for c in _MODULE_TYPES):
+            return None
+        return activation(module)
+
+    def post(self, path: str, module: nn.Module, leaf: bool, output: Any) -> None:
+        stack = self.pending.get(id(module))
+        info = stack.pop() if stack else {"t": None}
+        n = self.calls[id(module)] = self.calls.get(id(module), 0) + 1
+        out = _first_float(output)
+        if not leaf:
+            self._block(path, module, info, out, n)
+            return
+        if self.keras_act_rows.pop(id(module), False):
+            return  # rows already written by the activation wrapper
+        self._row(path, module, info, out, n, _kind(module, self.keras), self.activation_of(module))
+
+    def _row(
+        self,
+        path: str,
+        module: nn.Module | None,
+        info: dict[str, Any],
+        out: torch.Tensor | None,
+        n: int,
+        kind: str,
+        act: Activation | None,
+        module_name: str | None = None,
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "path": path,
+            "module": module_name or type(module).__name__,
+            "kind": kind,
+            "call": n,
+            "in_shape": info.get("in_shape"),
+            "in_std": info.get("in_std"),
+            "in_mean": info.get("in_mean"),
+            "activation": act.label if act is not None else None,
+        }
+        if "saturation" in info:
+            row["saturation"] = info["saturation"]
+            row["saturation_ref"] = saturation_rule(act).reference if act is not None else None
+        if out is not None:
+            row["out_shape"] = tuple(out.shape)
+            row["out_std"], row["out_mean"] = self.stats(out)
+            if kind == "activation" and out.dim() >= 1 and out.shape[0] >= 1:
+                row["dead"] = (out.detach() == 0).all(dim=0).to(torch.float64).mean()
+            if kind == "layer":
+                row["cosine"] = _cosine(out)
+            if out.requires_grad:
+                self._grad_hook(out, row)
+        self.rows.append(row)
+        return row
+
+    def _grad_hook(self, t: torch.Tensor, row: dict[str, Any]) -> None:
+        def hook(g: torch.Tensor) -> None:
+            norm = torch.linalg.vector_norm(g.detach(), dtype=torch.float64)
+            row["grad_norm"] = norm if "grad_norm" not in row else row["grad_norm"] + norm
+
+        t.register_hook(hook)
+
+    def _block(self, path: str, module: nn.Module, info: dict[str, Any], out: torch.Tensor | None, n: int) -> None:
+        t = info.get("t")
+        if t is None or out is None or tuple(t.shape) != tuple(out.shape) or out.numel() < 2:
+            return
+        a, b = out.detach().to(torch.float64).flatten(), t.detach().to(torch.float64).flatten()
+        # Pearson correlation of input and output elements: ~σ_in/σ_out for x + f(x), ~0 otherwise.
+        ac, bc = a - a.mean(), b - b.mean()
+        corr = (ac @ bc) / (ac.norm() * bc.norm()).clamp_min(1e-300)
+        branch = (a - b).std() if t._version == info.get("version") else None
+        self.blocks.append(
+            {
+                "path": path,
+                "module": type(module).__name__,
+                "call": n,
+                "in_std": info["in_std"],
+                "out_std": a.std(),
+                "branch_std": branch,
+                "correlation": corr,
+                "order": len(self.rows),
+                "depth": path.count("."),
+            }
+        )
+
+    # ---- keras activations inside Dense/Conv ----
+    def keras_wrapper(self, path: str, layer: nn.Module, act: Activation) -> Callable[[Any], Any]:
+        orig = layer.activation
+
+        def wrapped(z: Any) -> Any:
+            stack = self.pending.get(id(layer))
+            info = stack[-1] if stack else {"t": None}
+            n = self.calls.get(id(layer), 0) + 1
+            zt = z if isinstance(z, torch.Tensor) and z.is_floating_point() else None
+            a_info: dict[str, Any] = {"t": zt}
+            if zt is not None:
+                a_info["in_shape"] = tuple(zt.shape)
+                a_info["in_std"], a_info["in_mean"] = self.stats(zt)
+                a_info["saturation"] = saturation_rule(act).fraction(zt)
+            if _kind(layer, True) == "layer":
+                self._row(path, layer, info, zt, n, "layer", None)
+            y = orig(z)
+            yt = y if isinstance(y, torch.Tensor) and y.is_floating_point() else None
+            self._row(f"{path}.activation", None, a_info, yt, n, "activation", act, module_name=act.label)
+            self.keras_act_rows[id(layer)] = True
+            return y
+
+        return wrapped
+
+
+def _run_once(
+    model: Any,
+    x: Any,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None,
+    target: Any,
+    hooked: list[tuple[str, nn.Module, bool]],
+    keras: bool,
+    params: list[tuple[str, torch.Tensor]],
+) -> tuple[_Recorder, dict[int, torch.Tensor | None], torch.Tensor]:
+    rec = _Recorder(keras)
+    handles = []
+    wrapped: list[tuple[nn.Module, Any]] = []
+    try:
+        for path, m, leaf in hooked:
+            handles.append(
+                m.register_forward_pre_hook(
+                    lambda mod, a, kw, path=path, leaf=leaf: rec.pre(path, mod, leaf, a, kw), with_kwargs=True
+                )
+            )
+            handles.append(m.register_forward_hook(lambda mod, a, o, path=path, leaf=leaf: rec.post(path, mod, leaf, o)))
+            if keras and leaf:
+                act = _keras_activation(m)
+                if act is not None:
+                    wrapped.append((m, m.activation))
+                    object.__setattr__(m, "activation", rec.keras_wrapper(path, m, act))
+        # Inputs become differentiable copies, so ‖dL/dz‖ reaches every call even without trainable
+        # parameters upstream; a clone keeps in-place ops on the input legal.
+        leaves: list[torch.Tensor] = []
+
+        def as_input(t: torch.Tensor) -> torch.Tensor:
+            if not t.is_floating_point():
+                return t
+            leaf = t.detach().requires_grad_(True)
+            leaves.append(leaf)
+            return leaf.clone()
+
+        xin = _map_tensors(x, as_input)
+        with torch.enable_grad():
+            if isinstance(xin, tuple) and not hasattr(xin, "_fields"):
+                out = model(*xin)
+            elif isinstance(xin, dict) and not keras:
+                out = model(**xin)
+            else:
+                out = model(xin)
+            if loss_fn is None:
+                outs = _all_float(out)
+                if not outs:
+                    raise ValueError(
+                        f"inspect: the model's output ({type(out).__name__}) holds no floating-point tensor, "
+                        "so the default loss (sum of squares of the outputs) is undefined; pass loss_fn=."
+                    )
+                loss = sum(o.to(torch.float64).pow(2).sum() for o in outs)
+            else:
+                loss = loss_fn(out, target)
+                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                    raise ValueError(
+                        f"inspect: loss_fn must return a scalar tensor, got {type(loss).__name__}"
+                        + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else "")
+                        + "."
+                    )
+                loss = loss.reshape(())
+            wrt = [p for _, p in params if p.requires_grad] + leaves
+            if not loss.requires_grad or not wrt:
+                raise ValueError(
+                    "inspect: the loss does not depend on any parameter or floating-point input, so there "
+                    "is no gradient to measure; check that the model's output is computed from x."
+                )
+            grads = torch.autograd.grad(loss, wrt, allow_unused=True)
+        by_id: dict[int, torch.Tensor | None] = {}
+        for p, g in zip(wrt[: len(wrt) - len(leaves)], grads, strict=False):
+            by_id[id(p)] = None if g is None else torch.linalg.vector_norm(g, dtype=torch.float64)
+        return rec, by_id, loss.detach()
+    finally:
+        for h in handles:
+            h.remove()
+        for m, fn in wrapped:
+            object.__setattr__(m, "activation", fn)
+
+
+# --------------------------------------------------------------------------------------------------
+# Trends
+# --------------------------------------------------------------------------------------------------
+
+
+def _fit(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Slope and its standard error of log(v_ℓ) on ℓ over the finite positive entries."""
+    pts = [(i, math.log(v)) for i, v in enumerate(values) if v is not None and math.isfinite(v) and v > 0]
+    if len(pts) < 2:
+        return None, None
+    xs = np.array([p[0] for p in pts], dtype=float)
+    ys = np.array([p[1] for p in pts], dtype=float)
+    xc = xs - xs.mean()
+    sxx = float(xc @ xc)
+    slope = float(xc @ (ys - ys.mean())) / sxx
+    if len(pts) > 2:
+        resid = ys - ys.mean() - slope * xc
+        se = math.sqrt(float(resid @ resid) / (len(pts) - 2) / sxx)
+    else:
+        se = 0.0
+    return slope, se
+
+
+def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
+    """Depth trends (see :class:`Trends`) from the rows of one report."""
+    layers = [c for c in calls if c.kind == "layer"]
+    z = [c.z_std for c in layers]
+    g = [c.grad_norm for c in layers]
+    zs, zse = _fit(z)
+    gs, gse = _fit(g)
+    dz = None
+    if len(layers) >= 2 and g[0] is not None and g[-1] is not None:
+        dz = g[0] / g[-1] if g[-1] not in (0.0,) and math.isfinite(g[-1]) else (math.nan if g[0] == 0 else math.inf)
+        if g[-1] == 0.0 and g[0] == 0.0:
+            dz = math.nan
+    zchange = None
+    if len(layers) >= 2 and z[0] and z[-1] is not None and math.isfinite(z[0]) and z[0] > 0:
+        zchange = z[-1] / z[0]
+    cos = [c.cosine for c in layers]
+    one_minus = [None if c is None else 1.0 - c for c in cos]
+    cs, _ = _fit(one_minus)
+    # The residual stream: same-shape blocks at the outermost level that has any.
+    res = [b for b in blocks if b.correlation > _RESIDUAL_CORRELATION]
+    if res:
+        top = min(b.path.count(".") for b in res)
+        res = [b for b in res if b.path.count(".") == top]
+    rs, _ = _fit([b.out_std for b in res])
+    nonfinite_g = [c.depth for c in layers if c.grad_norm is not None and not math.isfinite(c.grad_norm)]
+    nonfinite_a = [c.depth for c in layers if c.z_std is not None and not math.isfinite(c.z_std)]
+    return Trends(
+        depth=len(layers),
+        z_std_rate=None if zs is None else math.exp(zs),
+        z_std_rate_se=zse,
+        z_std_change=zchange,
+        grad_rate=None if gs is None else math.exp(-gs),
+        grad_rate_se=gse,
+        dz_ratio=dz,
+        cosine_first=cos[0] if cos else None,
+        cosine_last=cos[-1] if cos else None,
+        collapse_rate=None if cs is None else math.exp(cs),
+        residual_blocks=len(res),
+        residual_rate=None if rs is None else math.exp(rs),
+        residual_growth=(res[-1].out_std / res[0].in_std) if res and res[0].in_std else None,
+        nonfinite_grad_layers=[d for d in nonfinite_g if d is not None],
+        nonfinite_act_layers=[d for d in nonfinite_a if d is not None],
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def _devices(model: Any, x: Any) -> set[torch.device]:
+    devs = {p.device for p in model.parameters()}
+    devs |= {t.device for t in _all_float(x)}
+    return devs
+
+
+def _floatify(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return float(v)
+    return v
+
+
+def _average(runs: list[list[dict[str, Any]]], what: str) -> list[dict[str, Any]]:
+    first = runs[0]
+    for k, r in enumerate(runs[1:], start=2):
+        if [(row["path"], row.get("call")) for row in r] != [(row["path"], row.get("call")) for row in first]:
+            raise ValueError(
+                f"inspect: run {k} called a different sequence of {what} than run 1 (data-dependent control "
+                "flow); cannot average batches or seeds for this model — inspect them one at a time."
+            )
+    out = []
+    for j, row in enumerate(first):
+        merged = dict(row)
+        for key, v in row.items():
+            if isinstance(v, float) and key not in ("order",):
+                vals = [r[j].get(key) for r in runs]
+                if all(isinstance(u, float) for u in vals):
+                    merged[key] = float(np.mean(vals))
+        out.append(merged)
+    return out
+
+
+def inspect(
+    model: Any,
+    x: Any = None,
+    *,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    target: Any = None,
+    batches: Iterable[Any] | None = None,
+    seeds: Sequence[int] | None = None,
+    recommend: bool = True,
+    tolerance: float = 10.0,
+) -> Any:
+    """Run ``x`` through ``model`` with hooks and return a :class:`initlab.report.Report`.
+
+    ``x`` is a tensor (``model(x)``), a tuple (``model(*x)``) or a dict (``model(**x)``; a Keras model
+    gets the dict itself). The loss is ``loss_fn(output, target)`` if given, else the sum of squares of
+    all floating-point outputs, L = Σ y², whose gradient 2y propagates the output itself backward; the
+    report says which. ``batches`` (an iterable of further inputs, or of ``(x, target)`` pairs when
+    ``loss_fn`` is given) and ``seeds`` (for dropout and other stochastic layers: ``torch.manual_seed``
+    before each run) average the statistics over runs. ``recommend`` attaches the recommended
+    :func:`initlab.plan` to unhealthy findings. ``tolerance`` is the factor by which a quantity may
+    change across the whole depth before a finding is raised (see :mod:`initlab.findings`).
+
+    The model is restored exactly afterwards (see the module docstring), also when something raises.
+    """
+    from .findings import judge
+    from .report import Report
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"inspect: model must be a torch.nn.Module or a Keras 3 model on the torch backend, got "
+            f"{type(model).__name__}."
+        )
+    keras = _is_keras(model)
+    runs_in: list[tuple[Any, Any]] = []
+    if x is not None:
+        runs_in.append((x, target))
+    if batches is not None:
+        for b in batches:
+            if loss_fn is not None and isinstance(b, tuple) and len(b) == 2 and not isinstance(x, tuple):
+                runs_in.append(b)
+            else:
+                runs_in.append((b, target))
+    if not runs_in:
+        raise ValueError("inspect: x is None and no batches= were given; pass an example input batch.")
+    if not isinstance(tolerance, (int, float)) or not tolerance > 1:
+        raise ValueError(f"inspect: tolerance must be a number > 1 (a factor over the depth), got {tolerance!r}.")
+    seed_list: list[int | None] = list(seeds) if seeds is not None else [None]
+    if not seed_list:
+        raise ValueError("inspect: seeds must be None or a non-empty sequence of ints, got [].")
+
+    hooked = _discover(model)
+    params: list[tuple[str, torch.Tensor]] = []
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            params.append((name, p))
+    if not params:
+        raise ValueError(
+            f"inspect: the model ({type(model).__name__}) has no parameters, so there is no initialization "
+            "to inspect. Inspect a model with at least one weight (Linear, Conv, Dense, …)."
+        )
+
+    snap = _Snapshot(model, [(p, m) for p, m, _ in hooked], _devices(model, x if x is not None else runs_in[0][0]))
+    flush_before = flush_denormal_state()
+    torch.set_flush_denormal(True)
+    flushed = flush_denormal_state()
+    try:
+        rows_runs, block_runs, grad_runs, losses = [], [], [], []
+        for xb, tb in runs_in:
+            for s in seed_list:
+                if s is not None:
+                    torch.manual_seed(int(s))
+                rec, grads, loss = _run_once(model, xb, loss_fn, tb, hooked, keras, params)
+                rows_runs.append([{k: _floatify(v) for k, v in r.items()} for r in rec.rows])
+                block_runs.append([{k: _floatify(v) for k, v in b.items()} for b in rec.blocks])
+                grad_runs.append({k: (None if v is None else float(v)) for k, v in grads.items()})
+                losses.append(float(loss))
+        param_stats = _param_stats(model, params, hooked, keras, grad_runs)
+    finally:
+        torch.set_flush_denormal(flush_before)
+        snap.restore()
+
+    rows = _average(rows_runs, "modules")
+    blocks_raw = _average(block_runs, "blocks") if block_runs[0] else []
+    calls = _calls(rows)
+    blocks = [
+        BlockStats(
+            index=int(b["order"]),
+            path=b["path"],
+            module=b["module"],
+            in_std=b["in_std"],
+            out_std=b["out_std"],
+            branch_std=b.get("branch_std"),
+            growth=b["out_std"] / b["in_std"] if b["in_std"] else math.inf,
+            correlation=b["correlation"],
+        )
+        for b in blocks_raw
+    ]
+    tr = trends(calls, blocks)
+    meta = {
+        "model": type(model).__name__,
+        "framework": "keras" if keras else "torch",
+        "loss": "sum of squares of the outputs" if loss_fn is None else f"loss_fn={getattr(loss_fn, '__name__', repr(loss_fn))}(output, target)",
+        "loss_value": float(np.mean(losses)),
+        "runs": len(rows_runs),
+        "batches": len(runs_in),
+        "seeds": [s for s in seed_list if s is not None],
+        "batch_size": _batch_size(runs_in[0][0]),
+        "training_mode": bool(model.training),
+        "flush_denormal": bool(flushed),
+        "flush_denormal_note": (
+            "denormals flushed to zero during the run (torch.set_flush_denormal(True)); previous setting "
+            f"({'on' if flush_before else 'off'}) restored"
+            if flushed
+            else "this CPU cannot flush denormals: vanishing signals may run slowly"
+        ),
+        "tolerance": float(tolerance),
+    }
+    report = Report(calls=calls, params=param_stats, blocks=blocks, trends=tr, findings=[], meta=meta)
+    report.findings = judge(report, model=model, x=runs_in[0][0], recommend=recommend, tolerance=tolerance)
+    return report
+
+
+def _batch_size(x: Any) -> int | None:
+    t = _first_float(x)
+    if t is None and isinstance(x, torch.Tensor):
+        t = x
+    return int(t.shape[0]) if t is not None and t.dim() >= 1 else None
+
+
+def _calls(rows: list[dict[str, Any]]) -> list[CallStats]:
+    calls = []
+    depth = 0
+    for i, r in enumerate(rows):
+        kind = r["kind"]
+        z = r.get("out_std") if kind == "layer" else r.get("in_std") if kind == "activation" else None
+        d = None
+        if kind == "layer":
+            depth += 1
+            d = depth
+        calls.append(
+            CallStats(
+                index=i,
+                path=r["path"],
+                module=r["module"],
+                kind=kind,
+                in_shape=r.get("in_shape"),
+                out_shape=r.get("out_shape"),
+                in_mean=r.get("in_mean"),
+                in_std=r.get("in_std"),
+                out_mean=r.get("out_mean"),
+                out_std=r.get("out_std"),
+                z_std=z,
+                activation=r.get("activation"),
+                saturation=r.get("saturation"),
+                saturation_ref=r.get("saturation_ref"),
+                dead=r.get("dead"),
+                grad_norm=r.get("grad_norm"),
+                cosine=r.get("cosine"),
+                depth=d,
+                call=int(r.get("call", 1)),
+            )
+        )
+    return calls
+
+
+def _param_stats(
+    model: Any,
+    params: list[tuple[str, torch.Tensor]],
+    hooked: list[tuple[str, nn.Module, bool]],
+    keras: bool,
+    grad_runs: list[dict[int, float | None]],
+) -> list[ParamStats]:
+    from .fans import fans
+
+    owner: dict[int, tuple[str, str]] = {}
+    for path, m, _ in hooked:
+        for pname, p in _own_params(m, keras):
+            owner.setdefault(id(p), (path, pname if keras else f"{path}.{pname}"))
+    layout = "keras" if keras else "torch"
+    out = []
+    for name, p in params:
+        mod, pretty = owner.get(id(p), ("", name))
+        d = p.detach()
+        norm = float(torch.linalg.vector_norm(d, dtype=torch.float64))
+        gvals = [r.get(id(p)) for r in grad_runs]
+        g = float(np.mean(gvals)) if all(v is not None for v in gvals) else None
+        fan_in = None
+        if p.dim() >= 2:
+            try:
+                fan_in = fans(tuple(p.shape), layout).fan_in
+            except ValueError:
+                fan_in = None
+        out.append(
+            ParamStats(
+                name=pretty,
+                module=mod,
+                shape=tuple(p.shape),
+                layout=layout,
+                fan_in=None if fan_in is None else int(fan_in),
+                mean=float(d.to(torch.float64).mean()) if d.numel() else 0.0,
+                std=float(_std_mean(d)[0]) if d.numel() > 1 else 0.0,
+                norm=norm,
+                grad_norm=g,
+                ratio=(g / norm) if g is not None and norm > 0 else None,
+                requires_grad=bool(p.requires_grad),
+            )
+        )
+    return out

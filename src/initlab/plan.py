@@ -1,0 +1,570 @@
+"""Whole-model plans: see every parameter's fans, initializer, std and the reason — then apply.
+
+>>> import torch, initlab
+>>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+>>> p = initlab.plan(model, preset="auto", example_input=torch.randn(4, 8))
+>>> [e.initializer.name for e in p.entries]
+['HeUniform', 'Zeros', 'GlorotUniform', 'Zeros']
+>>> _ = p.apply(seed=0)
+
+Guarantees of :meth:`Plan.apply`:
+
+- **by name**: each entry's values come from a generator seeded with a stable hash (SHA-256) of
+  ``(seed, entry path)``; they do not depend on registration order or on which other parameters exist;
+- **all or nothing**: every new value is computed into fresh tensors first; only when all succeeded are
+  they swapped into the parameters (and swapped back if a post step fails);
+- **meta device**: a model built under ``torch.device("meta")`` is materialized parameter by parameter
+  on ``device`` — each parameter gets a fresh tensor that replaces the meta one, so the model is never
+  held twice.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import fnmatch
+import hashlib
+import io
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .describe import Description
+from .fans import Fans
+from .fans import fans as compute_fans
+from .initializers import Initializer, get, serialize
+from .initializers.base import FLOAT_DTYPES
+from .keras_support import is_keras_layer, keras_layer_info, keras_layers
+from .modules import LayerInfo, module_info
+from .presets import Choice, ParamSite, PostStep, PresetContext, _get_preset
+
+__all__ = ["Plan", "PlanEntry", "plan"]
+
+_GLOB = set("*?[")
+
+
+@dataclass
+class PlanEntry:
+    """One row of a plan: a parameter, or a slice of one (``path`` then ends in ``[label]``).
+
+    ``initializer`` is ``None`` when the parameter is left as is (``why`` says why); ``std``, ``low`` and
+    ``high`` are the planned law of the values (from :meth:`Initializer.describe` with these fans);
+    ``rule`` names the rule that chose the initializer, if one did.
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    layout: str
+    fans: Fans | None
+    initializer: Initializer | None
+    std: float | None
+    why: str
+    rule: str | None = None
+    param_path: str = ""
+    part: str | None = None
+    index: tuple[Any, ...] | None = None
+    module_type: str = ""
+    role: str | None = None
+    description: Description | None = None
+    fixed: bool = False
+
+    @property
+    def low(self) -> float | None:
+        return None if self.description is None else self.description.low
+
+    @property
+    def high(self) -> float | None:
+        return None if self.description is None else self.description.high
+
+    @property
+    def mean(self) -> float | None:
+        return None if self.description is None else self.description.mean
+
+    @property
+    def initializer_label(self) -> str:
+        return "left as is" if self.initializer is None else _init_label(self.initializer)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "param_path": self.param_path,
+            "part": self.part,
+            "shape": list(self.shape),
+            "layout": self.layout,
+            "fan_in": None if self.fans is None else self.fans.fan_in,
+            "fan_out": None if self.fans is None else self.fans.fan_out,
+            "initializer": None if self.initializer is None else serialize(self.initializer),
+            "initializer_label": self.initializer_label,
+            "std": self.std,
+            "mean": self.mean,
+            "low": self.low,
+            "high": self.high,
+            "why": self.why,
+            "rule": self.rule,
+            "module_type": self.module_type,
+            "role": self.role,
+        }
+
+
+def _init_label(init: Initializer) -> str:
+    cfg = {k: v for k, v in init.get_config().items() if k not in ("seed", "input_axes", "output_axes")}
+    if not cfg:
+        return type(init).__name__
+    args = ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else repr(v)}" for k, v in cfg.items())
+    return f"{type(init).__name__}({args})"
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    if x is None:
+        return ""
+    if x == 0:
+        return "0"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.{digits}g}"
+
+
+def entry_seed(seed: int, path: str) -> int:
+    """The generator seed of one entry: the first 8 bytes of SHA-256(``"{seed}:{path}"``), as a
+    non-negative 63-bit int. Stable across runs, processes and Python versions (unlike ``hash``)."""
+    digest = hashlib.sha256(f"{int(seed)}:{path}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass
+class Plan:
+    """The dry run of initializing ``model`` with ``preset`` (and ``rules``): see :func:`plan`."""
+
+    model: Any
+    preset: str
+    entries: list[PlanEntry]
+    post_steps: list[PostStep] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    _params: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    # -- looking -------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __getitem__(self, path: str) -> PlanEntry:
+        for e in self.entries:
+            if e.path == path:
+                return e
+        raise KeyError(f"path: no entry {path!r} in this plan; entries are e.g. "
+                       f"{', '.join(repr(e.path) for e in self.entries[:4])}.")
+
+    def table(self) -> Any:
+        """A ``rich.table.Table``: parameter path | shape | layout | fan_in | fan_out | initializer | std | why."""
+        from rich.table import Table
+        from rich.text import Text
+
+        t = Table(title=f"initlab plan: preset {self.preset!r}, {len(self._params)} parameters, "
+                        f"{sum(p.numel() for p in self._params.values()):,} values", show_lines=False)
+        for col, kw in (("parameter path", {"no_wrap": True}), ("shape", {}), ("layout", {}),
+                        ("fan_in", {"justify": "right"}), ("fan_out", {"justify": "right"}),
+                        ("initializer", {}), ("std", {"justify": "right"}), ("why", {})):
+            t.add_column(col, **kw)
+        for e in self.entries:
+            why = f"rule {e.rule}: {e.why}" if e.rule else e.why
+            cells = (
+                e.path, str(tuple(e.shape)), e.layout,
+                "" if e.fans is None else str(e.fans.fan_in), "" if e.fans is None else str(e.fans.fan_out),
+                e.initializer_label, _fmt(e.std), why,
+            )
+            t.add_row(*(Text(c) for c in cells))  # Text: "[i]" in a path is not rich markup
+        return t
+
+    def __str__(self) -> str:
+        from rich.console import Console
+        from rich.text import Text
+
+        buf = io.StringIO()
+        console = Console(file=buf, width=220, force_terminal=False, color_system=None)
+        console.print(self.table())
+        for s in self.post_steps:
+            console.print(Text(f"after apply: {s.name} — {s.why}"))
+        for n in self.notes:
+            console.print(Text(f"note: {n}"))
+        return buf.getvalue().rstrip("\n")
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict: preset, entries (with serialized initializers), post steps, notes."""
+        return {
+            "preset": self.preset,
+            "entries": [e.as_dict() for e in self.entries],
+            "post_steps": [{"name": s.name, "why": s.why, "preset": s.preset} for s in self.post_steps],
+            "notes": list(self.notes),
+        }
+
+    # -- doing -----------------------------------------------------------------------------------------
+
+    def apply(self, seed: int = 0, device: torch.device | str | None = None) -> Any:
+        """Fill every planned parameter, then run the post steps; returns the model.
+
+        ``seed`` (an int) and each entry's path determine its values (:func:`entry_seed`). ``device``:
+        where the parameters live afterwards (required for a model on meta; default: where each one is).
+        All or nothing: nothing changes unless every value could be computed and every post step ran.
+        """
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed: expected an int (entry seeds derive from it and each path), got {seed!r}.")
+        dev = None if device is None else torch.device(device)
+        if dev is not None and dev.type == "meta":
+            raise ValueError("device: 'meta' holds no values; pass a real device such as 'cpu' or 'cuda'.")
+        by_param: dict[str, list[PlanEntry]] = {}
+        for e in self.entries:
+            by_param.setdefault(e.param_path, []).append(e)
+        jobs: list[tuple[str, torch.Tensor, list[PlanEntry], torch.device]] = []
+        for path, param in self._params.items():
+            entries = [e for e in by_param.get(path, []) if e.initializer is not None]
+            target = dev or param.device
+            if target.type == "meta":
+                left = by_param.get(path, [])
+                reason = left[0].why if left else "it is not in the plan"
+                raise ValueError(
+                    f"device: parameter {path!r} is on the meta device; pass device='cpu' (or another real "
+                    f"device) to materialize the model. ({reason})" if entries else
+                    f"device: parameter {path!r} is on the meta device and the plan leaves it as is ({reason}); "
+                    f"add a rule for it, e.g. rules={{{path!r}: 'zeros'}}, so it can be materialized."
+                )
+            if param.is_meta and (not entries or entries[0].index is not None):
+                raise ValueError(
+                    f"device: parameter {path!r} is on the meta device but the plan fills only slices of it "
+                    f"({', '.join(e.path for e in entries)}); add a rule for the whole parameter."
+                )
+            if entries or target != param.device:
+                jobs.append((path, param, entries, target))
+
+        def compute(job: tuple[str, torch.Tensor, list[PlanEntry], torch.device]) -> torch.Tensor:
+            path, param, entries, target = job
+            with torch.no_grad():
+                if entries and entries[0].index is None:
+                    fresh = torch.empty(param.shape, dtype=param.dtype, device=target) if param.is_meta \
+                        else torch.empty_like(param, device=target)
+                else:
+                    fresh = param.detach().to(target, copy=True)
+                for e in entries:
+                    view = fresh if e.index is None else fresh[e.index]
+                    try:
+                        e.initializer(view, seed=entry_seed(seed, e.path), layout=e.layout, fans=e.fans)
+                    except Exception as err:
+                        raise RuntimeError(
+                            f"apply: {_init_label(e.initializer)} failed on {e.path!r} (shape {tuple(view.shape)}): "
+                            f"{err}. Nothing was changed."
+                        ) from err
+            return fresh
+
+        # Compute phase: every new value into fresh tensors; large ones first, on a few threads (each
+        # entry has its own generator, so the order of work does not change any value).
+        jobs.sort(key=lambda j: -j[1].numel())
+        workers = max(1, min(len(jobs), torch.get_num_threads(), 8))
+        if workers > 1:
+            with cf.ThreadPoolExecutor(workers) as pool:
+                fresh_list = list(pool.map(compute, jobs))
+        else:
+            fresh_list = [compute(j) for j in jobs]
+
+        # Commit phase: swap the fresh tensors in (cannot fail half way for same-kind devices).
+        undo: list[tuple[torch.Tensor, Any, str]] = []
+        try:
+            for (_, param, _, _), fresh in zip(jobs, fresh_list, strict=True):
+                undo.append(_swap_in(param, fresh))
+            undo.extend(_materialize_buffers(self.model, dev))
+            for step in self.post_steps:
+                try:
+                    step.fn(self.model)
+                except Exception as err:
+                    raise RuntimeError(
+                        f"apply: post step {step.name!r} failed ({type(err).__name__}: {err}); every parameter "
+                        "was restored to its value before apply."
+                    ) from err
+        except BaseException:
+            for item in reversed(undo):
+                _undo(item)
+            raise
+        return self.model
+
+
+def _swap_in(param: torch.Tensor, fresh: torch.Tensor) -> tuple[torch.Tensor, Any, str]:
+    if not param.is_meta and param.device.type == fresh.device.type:
+        old = param.data
+        param.data = fresh
+        return param, old, "data"
+    holder = nn.Parameter(fresh, requires_grad=param.requires_grad) if isinstance(param, nn.Parameter) else fresh
+    torch.utils.swap_tensors(param, holder)
+    return param, holder, "swap"
+
+
+def _undo(item: tuple[Any, Any, str]) -> None:
+    obj, old, how = item
+    if how == "data":
+        obj.data = old
+    elif how == "swap":
+        torch.utils.swap_tensors(obj, old)
+    else:  # buffer: (module, (name, old))
+        name, buf = old
+        obj._buffers[name] = buf
+
+
+_BUFFER_DEFAULTS = {"running_mean": 0.0, "running_var": 1.0, "num_batches_tracked": 0}
+
+
+def _materialize_buffers(model: Any, dev: torch.device | None) -> list[tuple[Any, Any, str]]:
+    """Buffers follow the parameters to ``dev``; meta buffers get the norm defaults (running mean 0,
+    running var 1, num_batches_tracked 0) or, for any other buffer, uninitialized memory as ``to_empty``."""
+    undo: list[tuple[Any, Any, str]] = []
+    if not isinstance(model, nn.Module):
+        return undo
+    for m in model.modules():
+        for name, b in list(m._buffers.items()):
+            if b is None:
+                continue
+            target = dev or b.device
+            if b.is_meta:
+                if target.type == "meta":
+                    continue
+                new = torch.empty(b.shape, dtype=b.dtype, device=target)
+                if name in _BUFFER_DEFAULTS:
+                    new.fill_(_BUFFER_DEFAULTS[name])
+            elif target != b.device:
+                new = b.to(target)
+            else:
+                continue
+            undo.append((m, (name, b), "buffer"))
+            m._buffers[name] = new
+    return undo
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building a plan
+# ---------------------------------------------------------------------------------------------------
+
+
+def _collect_sites(model: Any) -> tuple[list[ParamSite], list[str]]:
+    """Every parameter, each once, with its layer knowledge (or the reason it has none)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model: expected a torch.nn.Module (a Keras 3 model on the torch backend is one), got "
+            f"{type(model).__name__}."
+        )
+    sites: list[ParamSite] = []
+    seen: dict[int, str] = {}
+    notes: list[str] = []
+    skip: set[int] = set()
+    seen_keras: set[int] = set()
+
+    def add(module_path: str, layer: LayerInfo) -> None:
+        for pi in layer.params:
+            if layer.framework == "keras":
+                param = pi.meta["variable"].value
+                path = pi.name
+            else:
+                param = layer.module.get_parameter(pi.name)
+                path = f"{module_path}.{pi.name}" if module_path else pi.name
+            if id(param) in seen:
+                notes.append(f"{path} is the same tensor as {seen[id(param)]} (tied); it is planned once, as "
+                             f"{seen[id(param)]}.")
+                continue
+            seen[id(param)] = path
+            sites.append(ParamSite(path, param, module_path, layer.module, layer, pi))
+
+    for mpath, m in model.named_modules():
+        if id(m) in skip:
+            continue
+        if is_keras_layer(m):
+            for kl in keras_layers(m):
+                if id(kl) in seen_keras:
+                    continue
+                seen_keras.add(id(kl))
+                info = keras_layer_info(kl)
+                if info is not None:
+                    add(getattr(kl, "path", kl.name), info)
+            for sub in m.modules():
+                skip.add(id(sub))
+            continue
+        info = module_info(m)
+        if info is None:
+            continue
+        add(mpath, info)
+        for c in info.covers:
+            for sub in m.get_submodule(c).modules():
+                skip.add(id(sub))
+
+    owners = {}
+    for mpath, m in model.named_modules():
+        for n, p in m.named_parameters(recurse=False):
+            owners.setdefault(id(p), (mpath, m))
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen[id(p)] = name
+        mpath, m = owners.get(id(p), ("", model))
+        if isinstance(p, nn.parameter.UninitializedParameter):
+            reason = f"{type(m).__name__} is a lazy module not yet materialized; run one forward pass first"
+        elif p.dtype not in FLOAT_DTYPES:
+            reason = f"not a floating-point tensor ({p.dtype}), e.g. a seed-generator state"
+        else:
+            reason = (f"initlab does not know {type(m).__name__}; a rule (by path, name or type) can initialize "
+                      "it")
+        sites.append(ParamSite(name, p, mpath, m, None, None, reason))
+    return sites, notes
+
+
+def _rule_matcher(key: Any) -> tuple[str, Any]:
+    if isinstance(key, type):
+        return f"{key.__name__} (type)", lambda s: isinstance(s.module, key)
+    if isinstance(key, str) and key:
+        if _GLOB & set(key) or "." in key or "/" in key:
+            return repr(key), lambda s: fnmatch.fnmatchcase(s.path, key)
+
+        def by_name(s: ParamSite) -> bool:
+            last = s.path.replace("/", ".").rsplit(".", 1)[-1]
+            return last == key
+
+        return repr(key), by_name
+    raise TypeError(
+        f"rules: a key must be a module type (e.g. nn.Embedding), a path glob (e.g. '*.out_proj.weight') or a "
+        f"parameter name (e.g. 'bias'); got {key!r}."
+    )
+
+
+def _rule_value(key_label: str, value: Any) -> Initializer | None:
+    if value is None:
+        return None
+    try:
+        return get(value)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"rules[{key_label}]: {e}") from e
+
+
+def _whole_fans(site: ParamSite) -> Fans | None:
+    if site.info is not None:
+        return site.info.fans.get("true")
+    shape = tuple(site.param.shape)
+    try:
+        return compute_fans(shape, "torch")
+    except ValueError:
+        return None
+
+
+def _parse_rules(rules: Mapping[Any, Any]) -> list[tuple[str, Any, Initializer | None]]:
+    if not isinstance(rules, Mapping):
+        raise TypeError(f"rules: expected a dict {{key: initializer}}, got {type(rules).__name__}.")
+    parsed = []
+    for key, value in rules.items():
+        label, match = _rule_matcher(key)
+        parsed.append((label, match, _rule_value(label, value)))
+    return parsed
+
+
+def _apply_rules(ctx: PresetContext, parsed: list[tuple[str, Any, Initializer | None]]) -> None:
+    used: set[str] = set()
+    for site in ctx.sites:
+        for label, match, init in parsed:
+            if not match(site):
+                continue
+            used.add(label)
+            old = ctx.choices.get(site.path, [])
+            prior = ", ".join(_init_label(c.initializer) if c.initializer else "left as is" for c in old
+                              if not c.fixed) or "nothing"
+            if init is None:
+                ctx.choices[site.path] = [Choice(None, f"left as is (the preset chose {prior})", None, rule=label)]
+                break
+            why = f"{_init_label(init)} (the preset chose {prior})"
+            fixed = [c for c in old if c.fixed]
+            parts = [c for c in old if c.partition]
+            if parts:
+                new = [Choice(init, why, c.fans, c.label, c.index, c.shape, partition=True, rule=label) for c in parts]
+            else:
+                new = [Choice(init, why, _whole_fans(site), rule=label)]
+            ctx.choices[site.path] = new + fixed
+            break
+    unused = [label for label, _, _ in parsed if label not in used]
+    if unused:
+        examples = ", ".join(repr(s.path) for s in ctx.sites[:4])
+        raise ValueError(
+            f"rules: {', '.join(unused)} matched no parameter of the model (a rule that matches nothing is an "
+            f"error, not a no-op); parameter paths look like {examples}."
+        )
+
+
+def plan(
+    model: Any,
+    preset: str = "torch",
+    *,
+    example_input: Any = None,
+    rules: Mapping[Any, Any] | None = None,
+) -> Plan:
+    """Plan the initialization of every parameter of ``model`` — a dry run; :meth:`Plan.apply` does it.
+
+    ``preset``: ``"torch"``, ``"keras"``, ``"flax"``, ``"auto"`` or any name given to
+    :func:`initlab.presets.register_preset` (see :mod:`initlab.presets` for what each draws).
+    ``example_input``: a batch the model accepts (a tensor, a tuple of positional arguments or a dict of
+    keyword arguments); ``auto`` runs it with hooks to find the activation after each layer, and falls
+    back to ``torch.fx`` tracing without it.
+    ``rules``: ``{key: initializer}`` overriding the preset; a key is a module type (``nn.Embedding``), a
+    path glob (``"*.out_proj.weight"``) or a parameter name (``"bias"``); the value is anything
+    :func:`initlab.get` accepts, or ``None`` to leave the parameter as is. The first matching rule wins
+    and the plan names it; a rule that matches nothing is an error.
+    A parameter initlab does not understand is listed as left as is, with the reason.
+    """
+    spec = _get_preset(preset)
+    if spec.needs_example_input and example_input is None:
+        raise ValueError(f"example_input: preset {preset!r} runs the model on data; pass example_input=<a batch>.")
+    sites, notes = _collect_sites(model)
+    parsed = _parse_rules(rules) if rules is not None else []
+    ctx = PresetContext(model, sites, preset=preset, example_input=example_input)
+    ctx.notes.extend(notes)
+    ctx.ruled = {s.path for s in sites if any(match(s) for _, match, _ in parsed)}
+    spec.fn(ctx)
+    if parsed:
+        _apply_rules(ctx, parsed)
+    entries: list[PlanEntry] = []
+    params: dict[str, torch.Tensor] = {}
+    for site in sites:
+        params[site.path] = site.param
+        choices = ctx.choices.get(site.path)
+        if not choices:
+            why = site.reason if site.reason else f"preset {preset!r} made no choice for it"
+            choices = [Choice(None, why, None)]
+        for ch in choices:
+            entries.append(_entry(site, ch))
+    return Plan(model, preset, entries, list(ctx.post_steps), ctx.notes, params)
+
+
+def _entry(site: ParamSite, ch: Choice) -> PlanEntry:
+    info, layer = site.info, site.layer
+    shape = tuple(int(d) for d in (ch.shape if ch.shape is not None else site.param.shape))
+    layout = info.layout if info is not None else "torch"
+    path = site.path if ch.label is None else f"{site.path}[{ch.label}]"
+    desc = None
+    fans = ch.fans
+    if ch.initializer is not None:
+        if site.param.dtype not in FLOAT_DTYPES:
+            raise ValueError(
+                f"{'rules[' + ch.rule + ']' if ch.rule else 'preset'}: {path!r} has dtype {site.param.dtype}; "
+                "initializers fill floating tensors only."
+            )
+        try:
+            desc = ch.initializer.describe(shape, layout, fans=fans)
+        except (ValueError, TypeError) as e:
+            who = f"rules[{ch.rule}]" if ch.rule else "preset"
+            raise ValueError(
+                f"{who}: {_init_label(ch.initializer)} cannot initialize {path!r} of shape {shape} "
+                f"(role {info.role if info else 'unknown'}): {e}"
+            ) from e
+        if fans is None:
+            fans = desc.fans
+    return PlanEntry(
+        path=path, shape=shape, layout=layout, fans=fans, initializer=ch.initializer,
+        std=None if desc is None else desc.std, why=ch.why, rule=ch.rule, param_path=site.path,
+        part=ch.label, index=ch.index, module_type=layer.type_name if layer else type(site.module).__name__,
+        role=info.role if info else None, description=desc, fixed=ch.fixed,
+    )
+
