@@ -170,7 +170,7 @@ def max_err(stds: list[tuple[str, float]]) -> float:
 
 
 def part1(x: torch.Tensor, repeats: int, out: dict) -> None:
-    print("Part 1: tanh MLPs, width 128, batch 256 (times: median of %d)" % repeats)
+    print(f"Part 1: tanh MLPs, width 128, batch 256 (times: median of {repeats})")
     print(f"{'depth':>5} | {'passes pkg':>10} {'initlab':>7} | {'time pkg s':>10} {'initlab s':>9} {'ratio':>6} | "
           f"{'max|std-1| pkg':>14} {'initlab':>9}")
     for depth in (10, 50, 100):

@@ -86,7 +86,7 @@ def test_forward_and_backward_differ_outside_the_relu_family():
 
 
 def test_torch_mode_without_an_entry_says_what_to_use():
-    with pytest.raises(ValueError, match="mode.*gelu.*forward"):
+    with pytest.raises(ValueError, match=r"mode.*gelu.*forward"):
         initlab.gain("gelu", mode="torch")
 
 

@@ -202,7 +202,7 @@ def test_bad_rules_and_missing_example_input_give_clear_errors():
         def forward(self, x):
             return torch.relu(self.fc(x)) if x.sum() > 0 else torch.tanh(self.fc(x))
 
-    with pytest.raises(ValueError, match="example_input.*torch.fx could not trace Branchy"):
+    with pytest.raises(ValueError, match=r"example_input.*torch\.fx could not trace Branchy"):
         initlab.plan(Branchy(), "auto")
     plan = initlab.plan(Branchy(), "auto", example_input=torch.ones(1, 4))
     assert plan["fc.weight"].initializer.name == "HeUniform"

@@ -150,7 +150,8 @@ def test_torch_preset_matches_reset_parameters(key):
 
 
 def test_torch_preset_transformer_xavier_on_every_matrix():
-    model = nn.Transformer(d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=32)
+    model = nn.Transformer(d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=32,
+                           batch_first=True)
     plan = initlab.plan(model, preset="torch")
     for e in plan.entries:
         if len(e.shape) > 1:
@@ -172,3 +173,23 @@ def test_plan_table_and_dict():
     d = plan.as_dict()
     assert d["preset"] == "keras" and d["entries"][0]["initializer"]["class_name"] == "GlorotUniform"
     assert plan["0.bias_ih_l0[f]"].initializer.get_config() == {"value": 1.0}
+
+
+def test_module_knowledge_fans_and_slices():
+    from initlab.modules import module_info
+
+    ct = module_info(nn.ConvTranspose2d(16, 32, 3, groups=4)).params[0]
+    assert ct.layout == "torch_transposed"
+    assert (ct.fans["true"].fan_in, ct.fans["true"].fan_out) == (4 * 9, 8 * 9)  # per group, true
+    assert ct.fans["torch"].fan_in == 8 * 9  # torch reads the output channels (PR #30079)
+    g = module_info(nn.Conv2d(16, 32, 3, groups=4)).params[0]
+    assert (g.fans["true"].fan_in, g.fans["true"].fan_out) == (36, 72) and g.fans["torch"].fan_out == 288
+    dw = module_info(nn.Conv2d(16, 32, 3, groups=16))
+    assert dw.attrs["depthwise"] and (dw.params[0].fans["keras"].fan_in, dw.params[0].fans["keras"].fan_out) == (144, 18)
+    mha = module_info(nn.MultiheadAttention(64, 4, kdim=32, vdim=48))
+    assert [p.name for p in mha.params][:3] == ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
+    assert [p.fans["true"].fan_in for p in mha.params[:3]] == [64, 32, 48] and mha.covers == ("out_proj",)
+    gru = module_info(nn.GRU(8, 16)).params[0]
+    assert [(p.label, p.index[0].start, p.fans["true"].fan_in) for p in gru.parts] == [("r", 0, 8), ("z", 16, 8),
+                                                                                      ("n", 32, 8)]
+    assert module_info(nn.ReLU()) is None and module_info(nn.LazyLinear(3)) is None

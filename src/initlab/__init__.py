@@ -8,7 +8,10 @@ on them.
 from . import theory
 from .activations import Activation, activation, known_activations
 from .critical import Critical
+from .data import Dataset, load_dataset
+from .demo import run_demo
 from .describe import Description, describe
+from .experiments import Grid, compare, init_model, make_mlp, train
 from .fans import LAYOUTS, Fans, fans
 from .findings import Finding
 from .fix import FixResult, fix
@@ -50,5 +53,13 @@ __all__ = [
     "lsuv",
     "residual_init",
     "theory",
+    "Dataset",
+    "Grid",
+    "compare",
+    "init_model",
+    "load_dataset",
+    "make_mlp",
+    "run_demo",
+    "train",
     *_init_all,
 ]

@@ -16,14 +16,18 @@ calls and a tolerance factor τ (default 10):
   reference, ReLU's negative half-line is not "saturation".
 * **dead units** — activation calls where the fraction of units that are zero for the whole batch
   exceeds by more than 0.25 what the inputs' correlation alone explains. For a ReLU-like φ and
-  pre-activations of B inputs with pairwise correlation c (the measured mean cosine), a unit is zero
+  pre-activations of B inputs with pairwise correlation c (the measured mean cosine over the units
+  that fire for some input, so the dead units do not inflate it), a unit is zero
   for all B with probability p(c, B) = E_u[Φ(−u·√(c/(1−c)))^B], u ~ N(0, 1) (equicorrelated
   Gaussians; p → 2^−B for c = 0 and → ½ as c → 1), so deep ReLU nets whose inputs grow alike
   (Lu et al. 2019, "Dying ReLU and initialization") are not blamed twice; the 0.25 margin is > 5
   standard errors of a fraction over ≥ 64 units.
-* **correlation collapse** — the mean cosine between different inputs' representations reaches
-  ≥ 0.99 at the last layer while (1 − cosine) shrank by more than τ across the depth (Schoenholz
-  et al. 2017; Hanin & Rolnick 2018): the network maps every input to nearly the same vector.
+* **correlation collapse** — the mean cosine c_L between different inputs' representations at the
+  last layer is ≥ 0.99 and 1 − c_L < 1/(τ·L²). At the edge of chaos 1 − c_ℓ shrinks only
+  polynomially, ~1/ℓ² (ReLU with He init: 1 − c_ℓ ≈ 9π²/(2ℓ²) in the mean-field limit, faster by a
+  modest factor at finite width, Hanin & Rolnick 2018); in the ordered phase it shrinks exponentially,
+  1 − c_ℓ ∝ exp(−ℓ/ξ_c), and networks deeper than ~6ξ_c do not train (Schoenholz et al. 2017). The
+  fitted ξ_c is reported as evidence.
 
 If nothing fires the verdict is ``healthy``. Unhealthy findings carry ``fix``, the whole-model plan
 ``initlab.plan(model, preset="auto", example_input=x)``.
@@ -236,12 +240,9 @@ def judge(report: Any, *, model: Any = None, x: Any = None, recommend: bool = Tr
     # ---- dead units ----
     batch = int(report.meta.get("batch_size") or 0)
     dead = []
-    cos_z: float | None = None
     for c in calls:
-        if c.kind == "layer":
-            cos_z = c.cosine
-        elif c.kind == "activation" and c.dead is not None:
-            expected = expected_dead(c.activation, cos_z, batch)
+        if c.kind == "activation" and c.dead is not None:
+            expected = expected_dead(c.activation, c.live_cosine, batch)
             if c.dead - expected > DEAD_EXCESS:
                 dead.append((c, expected))
     if dead:
@@ -264,10 +265,11 @@ def judge(report: Any, *, model: Any = None, x: Any = None, recommend: bool = Tr
         )
 
     # ---- correlation collapse ----
-    if tr.cosine_first is not None and tr.cosine_last is not None and L >= 2:
-        gap_first, gap_last = 1 - tr.cosine_first, 1 - tr.cosine_last
-        shrink = gap_first / gap_last if gap_last > 0 else math.inf
-        if tr.cosine_last >= COLLAPSE_COSINE and shrink > tau:
+    if tr.cosine_first is not None and tr.cosine_last is not None and L >= 2 and tr.cosine_last >= COLLAPSE_COSINE:
+        gap = 1.0 - tr.cosine_last
+        bound = 1.0 / (tau * L * L)
+        xi = tr.collapse_depth
+        if gap < bound:
             out.append(
                 Finding(
                     "correlation_collapse",
@@ -275,11 +277,15 @@ def judge(report: Any, *, model: Any = None, x: Any = None, recommend: bool = Tr
                     {
                         "cosine_first": tr.cosine_first,
                         "cosine_last": tr.cosine_last,
-                        "gap_shrink": shrink,
+                        "one_minus_cosine_last": gap,
+                        "polynomial_bound": bound,
+                        "depth_scale": xi,
+                        "depth": L,
                         "collapse_rate_per_layer": tr.collapse_rate,
                     },
                     f"different inputs become the same vector: mean cosine {tr.cosine_first:.3f} → "
-                    f"{tr.cosine_last:.4f} over {L} layers.",
+                    f"{tr.cosine_last:.6f} over {L} layers"
+                    + (f" (depth scale ξ_c = {xi:.3g}; trainable depth ≈ 6ξ_c = {6 * xi:.3g})." if xi is not None and math.isfinite(xi) else "."),
                 )
             )
 

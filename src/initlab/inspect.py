@@ -52,7 +52,9 @@ __all__ = [
 
 SATURATION_THRESHOLD = 0.05  # |φ'(z)| below 5 % of its maximum counts as saturated
 _COSINE_SAMPLES = 64  # inputs used for the mean pairwise cosine (O(n²·width); 64 keeps it ≪ a matmul)
-_RESIDUAL_CORRELATION = 0.2  # corr(in, out) above this marks a same-shape block as x + f(x)
+_RESIDUAL_CORRELATION = 0.2
+_ZERO_BELOW = {"relu", "relu6"}  # φ(z) = 0 for z ≤ 0: a unit is dead when z ≤ 0 for the whole batch
+_GAP_FLOOR = 1e-12  # 1 − cosine below this is float64 round-off of identical vectors  # corr(in, out) above this marks a same-shape block as x + f(x)
 _NORM_TYPES: tuple[type, ...] = (
     nn.modules.batchnorm._NormBase,
     nn.LayerNorm,
@@ -76,7 +78,8 @@ class CallStats:
     pre-activation z (a layer's output, an activation's input). ``saturation`` is the fraction of
     units with |φ'(z)| < 5 % max|φ'|, ``saturation_ref`` the same for z ~ N(0, 1). ``dead`` is the
     fraction of output units that are zero for the whole batch. ``grad_norm`` is ‖dL/d(output)‖.
-    ``cosine`` is the mean cosine similarity between different inputs' outputs (layers only).
+    ``cosine`` is the mean cosine similarity between different inputs' outputs (layers only);
+    ``live_cosine`` the same for a ReLU-like activation's input over the units that fire for some input.
     ``depth`` numbers the layer calls 1…L.
     """
 
@@ -99,6 +102,7 @@ class CallStats:
     cosine: float | None = None
     depth: int | None = None
     call: int = 1
+    live_cosine: float | None = None
 
 
 @dataclass
@@ -144,8 +148,9 @@ class Trends:
     (forward growth per layer), ``grad_rate`` = exp(−b) for the fit of log ‖dL/dz_ℓ‖ (backward growth
     per layer: the factor by which the gradient is multiplied on its way back through one layer; < 1
     vanishing, > 1 exploding); ``*_se`` are the standard errors of the slopes b (log units). ``dz_ratio`` = ‖dL/dz₁‖ / ‖dL/dz_L‖. ``cosine_first``/``cosine_last`` are the
-    mean cosines at the first and last layer and ``collapse_rate`` the fitted per-layer factor of
-    (1 − cosine). ``residual_rate`` is the per-block growth of the residual stream's std and
+    mean cosines at the first and last layer; ``collapse_rate`` is the fitted per-layer factor of
+    (1 − cosine) over the second half of the layers and ``collapse_depth`` the depth scale
+    ξ_c = −1/log(collapse_rate) (Schoenholz et al. 2017: 1 − c_ℓ ∝ exp(−ℓ/ξ_c); inf if not shrinking). ``residual_rate`` is the per-block growth of the residual stream's std and
     ``residual_growth`` its last/first ratio (None without residual blocks).
     """
 
@@ -159,6 +164,7 @@ class Trends:
     cosine_first: float | None
     cosine_last: float | None
     collapse_rate: float | None
+    collapse_depth: float | None
     residual_blocks: int
     residual_rate: float | None
     residual_growth: float | None
@@ -502,6 +508,18 @@ def _std_mean(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.std_mean(d.to(torch.float64))
 
 
+def _live_cosine(z: torch.Tensor) -> torch.Tensor | None:
+    """Mean cosine between inputs' pre-activations over the units with z > 0 for some input (units a
+    ReLU-like φ does not zero for the whole batch); the correlation that explains chance-dead units."""
+    if z.dim() < 2 or z.shape[0] < 2:
+        return None
+    flat = z.detach().reshape(z.shape[0], -1)
+    live = (flat > 0).any(dim=0)
+    if int(live.sum()) < 2:
+        return None
+    return _cosine(flat[:, live])
+
+
 def _cosine(t: torch.Tensor) -> torch.Tensor | None:
     if t.dim() < 1 or t.shape[0] < 2:
         return None
@@ -549,6 +567,8 @@ class _Recorder:
             act = self.activation_of(module) if leaf else None
             if act is not None:
                 info["saturation"] = saturation_rule(act).fraction(t)
+                if act.name in _ZERO_BELOW:
+                    info["live_cosine"] = _live_cosine(t)
         self.pending.setdefault(id(module), []).append(info)
 
     def activation_of(self, module: nn.Module) -> Activation | None:
@@ -591,6 +611,8 @@ class _Recorder:
             "in_mean": info.get("in_mean"),
             "activation": act.label if act is not None else None,
         }
+        if "live_cosine" in info:
+            row["live_cosine"] = info["live_cosine"]
         if "saturation" in info:
             row["saturation"] = info["saturation"]
             row["saturation_ref"] = saturation_rule(act).reference if act is not None else None
@@ -779,8 +801,10 @@ def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
     if len(layers) >= 2 and z[0] and z[-1] is not None and math.isfinite(z[0]) and z[0] > 0:
         zchange = z[-1] / z[0]
     cos = [c.cosine for c in layers]
-    one_minus = [None if c is None else 1.0 - c for c in cos]
-    cs, _ = _fit(one_minus)
+    # Correlation depth scale ξ_c (Schoenholz et al. 2017: 1 − c_ℓ ∝ exp(−ℓ/ξ_c)), fitted on the second
+    # half of the layers — where the early transient is over — over gaps above float64's floor.
+    half = [None if c is None else 1.0 - c for c in cos[len(cos) // 2 :]]
+    cs, _ = _fit([g if g is not None and g > _GAP_FLOOR else None for g in half])
     # The residual stream: same-shape blocks at the outermost level that has any.
     res = [b for b in blocks if b.correlation > _RESIDUAL_CORRELATION]
     if res:
@@ -800,6 +824,7 @@ def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
         cosine_first=cos[0] if cos else None,
         cosine_last=cos[-1] if cos else None,
         collapse_rate=None if cs is None else math.exp(cs),
+        collapse_depth=None if cs is None else (math.inf if cs >= 0 else -1.0 / cs),
         residual_blocks=len(res),
         residual_rate=None if rs is None else math.exp(rs),
         residual_growth=(res[-1].out_std / res[0].in_std) if res and res[0].in_std else None,
@@ -1007,6 +1032,7 @@ def _calls(rows: list[dict[str, Any]]) -> list[CallStats]:
                 cosine=r.get("cosine"),
                 depth=d,
                 call=int(r.get("call", 1)),
+                live_cosine=r.get("live_cosine"),
             )
         )
     return calls

@@ -225,3 +225,51 @@ def keras_initializer(init: Any) -> Any:
         raise ValueError(f"initializer: cannot read the Keras initializer {init!r} (serialize gave {cfg!r}).")
     config = {k: v for k, v in (cfg.get("config") or {}).items() if k != "seed"}
     return get({"class_name": cfg["class_name"], "config": config})
+
+
+def keras_activation_after(layer: Any) -> tuple[Any, str]:
+    """The activation a Keras layer's output meets: its own ``activation`` unless that is linear, else
+    the next activation layer (``Activation``, ``ReLU``, ``LeakyReLU``, ``ELU``, ``PReLU``, ``Softmax``) in
+    the Keras graph, followed through ``Dropout``, normalization, reshaping and pooling layers.
+
+    Returns ``(spec, via)``: ``spec`` is an activation name, a torch-callable, or ``None`` (linear)."""
+    keras = _keras()
+    L = keras.layers
+    own = getattr(layer, "activation", None)
+    own_name = getattr(own, "__name__", None)
+    if own is not None and own_name not in (None, "linear"):
+        if own_name == "leaky_relu":  # Keras's function default negative_slope is 0.2
+            return ("leaky_relu", 0.2), f"the layer's activation='{own_name}'"
+        return own, f"the layer's activation='{own_name}'"
+    transparent = (L.Dropout, L.BatchNormalization, L.LayerNormalization, L.GroupNormalization, L.Flatten,
+                   L.Reshape, L.Permute, L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.AveragePooling1D,
+                   L.AveragePooling2D, L.AveragePooling3D, L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
+                   L.GlobalAveragePooling3D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
+                   L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise)
+    via: list[str] = []
+    current = layer
+    for _ in range(64):
+        nodes = list(getattr(current, "_outbound_nodes", []) or [])
+        if not nodes:
+            break
+        nxt = nodes[0].operation
+        name = getattr(nxt, "name", type(nxt).__name__)
+        if isinstance(nxt, L.LeakyReLU):
+            slope = getattr(nxt, "negative_slope", getattr(nxt, "alpha", 0.3))
+            return ("leaky_relu", float(slope)), " → ".join([*via, f"layer {name!r}"])
+        if isinstance(nxt, L.ReLU) and not getattr(nxt, "negative_slope", 0.0) and not getattr(nxt, "max_value", None):
+            return "relu", " → ".join([*via, f"layer {name!r}"])
+        if isinstance(nxt, L.ELU):
+            return ("elu", float(getattr(nxt, "alpha", 1.0))), " → ".join([*via, f"layer {name!r}"])
+        if isinstance(nxt, L.PReLU):
+            return ("leaky_relu", 0.0), " → ".join([*via, f"layer {name!r} (alpha 0 at init)"])
+        if isinstance(nxt, L.Softmax):
+            return "softmax", " → ".join([*via, f"layer {name!r}"])
+        if isinstance(nxt, L.Activation):
+            return nxt.activation, " → ".join([*via, f"layer {name!r}"])
+        if isinstance(nxt, transparent):
+            via.append(f"layer {name!r}")
+            current = nxt
+            continue
+        return None, " → ".join([*via, f"its output goes straight into layer {name!r}"])
+    return None, "the layer's activation=None" if not via else " → ".join(via)

@@ -113,7 +113,12 @@ def _init_label(init: Initializer) -> str:
     cfg = {k: v for k, v in init.get_config().items() if k not in ("seed", "input_axes", "output_axes")}
     if not cfg:
         return type(init).__name__
-    args = ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else repr(v)}" for k, v in cfg.items())
+    def arg(k: str, v: Any) -> str:
+        if isinstance(v, str):
+            return v
+        return f"{k}={_fmt(v)}" if isinstance(v, float) else f"{k}={v!r}"
+
+    args = ", ".join(arg(k, v) for k, v in cfg.items())
     return f"{type(init).__name__}({args})"
 
 
@@ -146,6 +151,12 @@ class Plan:
     _params: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     # -- looking -------------------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        left = sum(e.initializer is None for e in self.entries)
+        steps = f", {len(self.post_steps)} post steps" if self.post_steps else ""
+        return (f"Plan(preset={self.preset!r}, {len(self._params)} parameters, {len(self.entries)} entries, "
+                f"{left} left as is{steps})")
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -205,15 +216,21 @@ class Plan:
 
     # -- doing -----------------------------------------------------------------------------------------
 
-    def apply(self, seed: int = 0, device: torch.device | str | None = None) -> Any:
+    def apply(self, seed: int = 0, device: torch.device | str | None = None, *, atomic: bool = True) -> Any:
         """Fill every planned parameter, then run the post steps; returns the model.
 
         ``seed`` (an int) and each entry's path determine its values (:func:`entry_seed`). ``device``:
         where the parameters live afterwards (required for a model on meta; default: where each one is).
-        All or nothing: nothing changes unless every value could be computed and every post step ran.
+        ``atomic=True`` (default), all or nothing: every value is computed into fresh tensors first and
+        nothing changes unless all of them could be computed and every post step ran. ``atomic=False``
+        fills parameters that stay on their device in place — the same values, without the fresh
+        memory (its page faults cost about as much as the fill itself on CPU), but an initializer that
+        fails half way leaves the parameters before it changed.
         """
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed: expected an int (entry seeds derive from it and each path), got {seed!r}.")
+        if not isinstance(atomic, bool):
+            raise TypeError(f"atomic: expected True or False, got {atomic!r}.")
         dev = None if device is None else torch.device(device)
         if dev is not None and dev.type == "meta":
             raise ValueError("device: 'meta' holds no values; pass a real device such as 'cpu' or 'cuda'.")
@@ -241,10 +258,13 @@ class Plan:
             if entries or target != param.device:
                 jobs.append((path, param, entries, target))
 
-        def compute(job: tuple[str, torch.Tensor, list[PlanEntry], torch.device]) -> torch.Tensor:
-            path, param, entries, target = job
+        def compute(job: tuple[str, torch.Tensor, list[PlanEntry], torch.device]) -> torch.Tensor | None:
+            _, param, entries, target = job
             with torch.no_grad():
-                if entries and entries[0].index is None:
+                in_place = not atomic and not param.is_meta and target == param.device
+                if in_place:
+                    fresh = param.data
+                elif entries and entries[0].index is None:
                     fresh = torch.empty(param.shape, dtype=param.dtype, device=target) if param.is_meta \
                         else torch.empty_like(param, device=target)
                 else:
@@ -256,9 +276,10 @@ class Plan:
                     except Exception as err:
                         raise RuntimeError(
                             f"apply: {_init_label(e.initializer)} failed on {e.path!r} (shape {tuple(view.shape)}): "
-                            f"{err}. Nothing was changed."
+                            f"{err}. " + ("Nothing was changed." if atomic else
+                                          "atomic=False: parameters filled before it keep their new values.")
                         ) from err
-            return fresh
+            return None if in_place else fresh
 
         # Compute phase: every new value into fresh tensors; large ones first, on a few threads (each
         # entry has its own generator, so the order of work does not change any value).
@@ -274,7 +295,8 @@ class Plan:
         undo: list[tuple[torch.Tensor, Any, str]] = []
         try:
             for (_, param, _, _), fresh in zip(jobs, fresh_list, strict=True):
-                undo.append(_swap_in(param, fresh))
+                if fresh is not None:
+                    undo.append(_swap_in(param, fresh))
             undo.extend(_materialize_buffers(self.model, dev))
             for step in self.post_steps:
                 try:
@@ -398,7 +420,7 @@ def _collect_sites(model: Any) -> tuple[list[ParamSite], list[str]]:
 
     owners = {}
     for mpath, m in model.named_modules():
-        for n, p in m.named_parameters(recurse=False):
+        for p in m.parameters(recurse=False):
             owners.setdefault(id(p), (mpath, m))
     for name, p in model.named_parameters():
         if id(p) in seen:

@@ -226,6 +226,12 @@ class PresetContext:
         if self._follow is None:
             self._follow = find_followers(self.model, self.known_sites, self.example_input)
         f = self._follow.get(id(layer.module))
+        if f is None and self.example_input is None:
+            raise ValueError(
+                f"example_input: the layer {site.module_path!r} ({layer.type_name}) is not called in the forward "
+                "torch.fx traced, so the activation after it is unknown; pass example_input=<a batch> or a rule "
+                f"for {site.path!r}."
+            )
         if f is None:
             raise ValueError(
                 f"example_input: the layer {site.module_path!r} ({layer.type_name}) did not run when "
@@ -454,10 +460,9 @@ def keras_preset(ctx: PresetContext) -> None:
                         "like a Dense kernel", fans=kf)
             else:
                 ctx.set(site, Zeros(), f"Keras {keras_name}: zero bias", fans=None)
-                if kind == "lstm":
-                    if role == "bias":
-                        _forget_bias(ctx, site, 1.0, "Keras LSTM unit_forget_bias=True: forget gate bias 1; torch "
-                                     "adds bias_ih and bias_hh, so bias_ih[f] = 1 and bias_hh[f] = 0")
+                if kind == "lstm" and role == "bias":
+                    _forget_bias(ctx, site, 1.0, "Keras LSTM unit_forget_bias=True: forget gate bias 1; torch "
+                                 "adds bias_ih and bias_hh, so bias_ih[f] = 1 and bias_hh[f] = 0")
         elif role == "kernel":
             note = {"conv": " (Keras's fans: a depthwise kernel counts fan_in = in·∏k, grouped fan_out ignores "
                             "groups)", "conv_transpose": " (Keras's fans: fan_in from the filters)"}.get(kind, "")
@@ -790,12 +795,12 @@ def _events_by_running(model: nn.Module, layers: dict[int, LayerInfo], example_i
         if opaque(m):
             depth[0] += 1
 
-    def post(m, args, output):
+    def post(m, args, kwargs, output):
         if not opaque(m):
             return
         depth[0] -= 1
         if depth[0] == 0:
-            ins = _flat_tensors(args, [])
+            ins = _flat_tensors(args, []) + _flat_tensors(kwargs, [])
             outs = _flat_tensors(output, [])
             keep.extend(ins)
             keep.extend(outs)
@@ -819,7 +824,7 @@ def _events_by_running(model: nn.Module, layers: dict[int, LayerInfo], example_i
     modes = {m: m.training for m in model.modules()}
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(pre))
-        handles.append(m.register_forward_hook(post))
+        handles.append(m.register_forward_hook(post, with_kwargs=True))
     try:
         model.eval()
         with torch.no_grad(), Recorder():
@@ -871,17 +876,20 @@ def _events_by_fx(model: nn.Module, layers: dict[int, LayerInfo]) -> list[_Event
 
 
 def _keras_follow(layer: LayerInfo) -> Follow:
-    act = layer.attrs.get("activation")
-    name = getattr(act, "__name__", None) if act is not None else "linear"
-    if name in (None, "linear"):
-        return Follow(activation("linear"), "the layer's activation=None")
+    from .keras_support import keras_activation_after
+
+    spec, via = keras_activation_after(layer.module)
+    if spec is None:
+        return Follow(activation("linear"), via)
+    if isinstance(spec, tuple):
+        return Follow(activation(spec[0], spec[1]), via)
+    name = spec if isinstance(spec, str) else getattr(spec, "__name__", None)
     if name in ("softmax", "log_softmax"):
-        return Follow(Activation(name, lambda x: x, "linear"), f"the layer's activation='{name}'")
+        return Follow(Activation(name, lambda x: x, "linear"), via)
     try:
-        a = activation(name)
-    except ValueError:
-        a = activation(act)
-    return Follow(a, f"the layer's activation='{name}'")
+        return Follow(activation(name), via)
+    except (ValueError, TypeError):
+        return Follow(activation(spec), via)  # any other callable: the gain is computed numerically
 
 
 register_preset("torch", torch_preset, description="what each module's reset_parameters draws")

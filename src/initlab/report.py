@@ -14,7 +14,8 @@ document). Non-finite floats are written as the strings ``"inf"``, ``"-inf"``, `
     call of that module, 2 for the second, …), ``module``, ``kind`` (``layer``, ``activation``, ``norm``,
     ``other``), ``depth`` (1…L for layers), ``in_shape``, ``out_shape``, ``in_mean``, ``in_std``,
     ``out_mean``, ``out_std``, ``z_std`` (pre-activation std), ``activation``, ``saturation``,
-    ``saturation_ref`` (at z ~ N(0, 1)), ``dead``, ``grad_norm`` (‖dL/d output‖), ``cosine``.
+    ``saturation_ref`` (at z ~ N(0, 1)), ``dead``, ``grad_norm`` (‖dL/d output‖), ``cosine``,
+    ``live_cosine``.
 ``params``
     ``name``, ``module``, ``shape``, ``layout``, ``fan_in``, ``mean``, ``std``, ``norm``, ``grad_norm``,
     ``ratio`` (‖∂L/∂W‖/‖W‖), ``requires_grad``.
@@ -23,7 +24,7 @@ document). Non-finite floats are written as the strings ``"inf"``, ``"-inf"``, `
     ``branch_std``, ``growth``, ``correlation``.
 ``trends``
     ``depth``, ``z_std_rate``, ``z_std_rate_se``, ``z_std_change``, ``grad_rate``, ``grad_rate_se``,
-    ``dz_ratio``, ``cosine_first``, ``cosine_last``, ``collapse_rate``, ``residual_blocks``,
+    ``dz_ratio``, ``cosine_first``, ``cosine_last``, ``collapse_rate``, ``collapse_depth``, ``residual_blocks``,
     ``residual_rate``, ``residual_growth``, ``nonfinite_grad_layers``, ``nonfinite_act_layers``
     (see :class:`initlab.inspect.Trends`).
 ``findings``
@@ -91,6 +92,7 @@ SCHEMA: dict[str, Any] = {
                                 "dead",
                                 "grad_norm",
                                 "cosine",
+                                "live_cosine",
                             )
                         },
                         "activation": {"type": ["string", "null"]},

@@ -45,11 +45,13 @@ from .activations import Activation, ActivationLike, activation
 from .quadrature import derivative
 
 __all__ = [
+    "CriticalPoint",
     "DepthScales",
     "chi1",
     "correlation_fixed_point",
     "correlation_map",
     "critical",
+    "critical_point",
     "depth_scales",
     "expectation",
     "fixed_point",
@@ -397,29 +399,60 @@ def _corr_array(c: float | np.ndarray) -> tuple[np.ndarray, bool]:
     return arr, scalar
 
 
+def _pair_value_and_slope(
+    f: Callable[[torch.Tensor], torch.Tensor], q: float, c: float
+) -> tuple[float, float]:
+    """(E[φ(u₁)φ(u₂)], E[φ'(u₁)φ'(u₂)]) at Var = q, corr = c, from one autograd pass over the 2-D rule."""
+    ct = torch.tensor([min(max(c, -1.0), 1.0)], dtype=torch.float64)
+    alpha = torch.arccos(ct)
+    theta, wt = _theta_rule(alpha)
+    r, wr = _rule_radial()
+    sq = math.sqrt(q)
+    x = torch.stack([sq * r[:, None] * torch.cos(theta[0])[None, :],
+                     sq * r[:, None] * torch.cos(theta[0] - alpha)[None, :]])
+    with torch.enable_grad():
+        xg = x.clone().requires_grad_(True)
+        y = _call(f, xg)
+        if y.requires_grad:
+            (dy,) = torch.autograd.grad(y.sum(), xg, allow_unused=True)
+        else:
+            dy = None
+    y = y.detach()
+    dy = torch.zeros_like(x) if dy is None else dy.to(torch.float64)
+    w2 = wr[:, None] * wt[0][None, :]
+    vals = _finite(np.array([float((y[0] * y[1] * w2).sum()), float((dy[0] * dy[1] * w2).sum())]))
+    return float(vals[0]), float(vals[1])
+
+
 def _c_star(a: Activation, sigma_w2: float, sigma_b2: float, qs: float, chi: float) -> tuple[float, float]:
     """(c*, χ_c): c* = 1 and χ_c = χ₁ in the ordered phase; else the stable fixed point c* < 1 of C
-    and χ_c = σ_w²·E[φ'(u₁)φ'(u₂)] there (Price's theorem: C'(c) = σ_w²·E[φ'φ'])."""
+    and χ_c = C'(c*) = σ_w²·E[φ'(u₁)φ'(u₂)] there (Price's theorem).
+
+    g(c) = C(c) − c is convex on [0, 1] (C has a power series in c with non-negative coefficients),
+    g(0) >= 0 and g < 0 just below 1 when χ₁ > 1, so Newton's method from c = 0 increases
+    monotonically to the root, each step one 2-D quadrature of φ and φ' together.
+    """
     if chi <= 1.0 or qs == 0:
         return 1.0, chi
-
-    def g(c: np.ndarray) -> np.ndarray:
-        return (sigma_w2 * _pair_expectation(a.fn, qs, qs, c) + sigma_b2) / qs - c
-
-    # C(0) − 0 >= 0 and C(c) − c ≈ −(χ₁ − 1)(1 − c) < 0 just below 1 (C is convex on [0, 1]),
-    # so the stable root lies in [0, 1): bracket it on a grid that crowds towards 1.
-    grid = np.concatenate([np.linspace(0.0, 0.9, 10), 1.0 - np.logspace(-2, -8, 13)])
-    vals = g(grid)
-    if vals[0] <= 0:
-        c_star = 0.0
-    else:
-        neg = np.nonzero(vals < 0)[0]
-        if neg.size == 0:
-            return 1.0, chi  # so close to critical that c* is within 1e-8 of 1
-        k = neg[0]
-        c_star = _refine_root(g, float(grid[k - 1]), float(grid[k]), points=16, rounds=4)
-    chi_c = float(sigma_w2 * _pair_expectation(derivative(a.fn), qs, qs, np.array([c_star]))[0])
-    return c_star, chi_c
+    c = 0.0
+    slope = chi
+    for _ in range(100):
+        e, d = _pair_value_and_slope(a.fn, qs, c)
+        value = (sigma_w2 * e + sigma_b2) / qs - c
+        slope = sigma_w2 * d  # C'(c); the slope of g is C'(c) − 1
+        if value <= 0 and c == 0.0:
+            return 0.0, slope  # odd φ with σ_b² = 0: C(0) = 0, decorrelated inputs stay so
+        if slope >= 1.0:
+            break  # only when c* is within rounding of 1 (χ₁ within ~1e-12 of 1)
+        step = value / (1.0 - slope)
+        c_next = min(c + step, 1.0)
+        if abs(c_next - c) <= 1e-13:
+            c = c_next
+            break
+        c = c_next
+    if c >= 1.0 or slope >= 1.0:
+        return 1.0, chi
+    return c, slope
 
 
 def correlation_fixed_point(act: ActivationLike, sigma_w2: float, sigma_b2: float) -> float:
@@ -509,10 +542,41 @@ def predict_std(
 
 # -- critical initialization ----------------------------------------------------------------------
 
-_CRIT_GRID = np.logspace(-10, 6, 161)
+_CRIT_GRID = np.logspace(-10, 6, 81)
+
+
+@dataclass(frozen=True)
+class CriticalPoint:
+    """The edge of chaos at a given σ_b²: ``sigma_w2`` (χ₁ = 1), the fixed point ``q_star`` there
+    (``nan`` when every q is one, as for ReLU at σ_b² = 0), and ``q_max``, the upper edge of q*'s basin
+    of attraction: inputs whose mean square exceeds it make the variance grow without bound instead
+    (finite for GELU/SiLU-like φ, which grow like ReLU with σ_w² > 2; ``inf`` for tanh), and ``q_min``,
+    its lower edge (an unstable fixed point below q*, above which layers still settle at q*; 0 when none).
+    GELU, SiLU and Mish can have several fixed points: check :meth:`attracts` for your inputs."""
+
+    sigma_w2: float
+    q_star: float
+    q_max: float
+    q_min: float = 0.0
+
+    def attracts(self, q0: float) -> bool:
+        """Do layers fed inputs of mean square ``q0`` (first pre-activation σ_w²·q0 + σ_b²) settle at q*?"""
+        q1 = self.sigma_w2 * q0
+        return math.isnan(self.q_star) or self.q_min <= q1 + 0.0 <= self.q_max
 
 
 def critical(act: ActivationLike, sigma_b2: float = 0.05) -> float:
+    """σ_w² with χ₁ = 1 at σ_b² (``critical_point(act, sigma_b2).sigma_w2``; see :func:`critical_point`).
+
+    >>> round(critical("tanh", 0.05), 2)
+    1.76
+    >>> critical("relu", 0.0)
+    2.0
+    """
+    return critical_point(act, sigma_b2).sigma_w2
+
+
+def critical_point(act: ActivationLike, sigma_b2: float = 0.05) -> CriticalPoint:
     """σ_w² on the edge of chaos: χ₁ = σ_w²·E[φ'(√q* z)²] = 1 at the fixed point q* of the length map.
 
     Parametrize by q*: a fixed point needs σ_w²(q) = (q − σ_b²)/E[φ(√q z)²], and then
@@ -524,10 +588,9 @@ def critical(act: ActivationLike, sigma_b2: float = 0.05) -> float:
     Raises ``ValueError`` when χ₁ never reaches 1 at a finite q* (e.g. ReLU or linear with σ_b² > 0,
     whose edge of chaos σ_w² = 2 (1) is only approached as q* → ∞).
 
-    >>> round(critical("tanh", 0.05), 2)
-    1.76
-    >>> critical("relu", 0.0)
-    2.0
+    >>> p = critical_point("tanh", 0.05)
+    >>> round(p.sigma_w2, 2), round(p.q_star, 3), p.q_max
+    (1.76, 0.569, inf)
     """
     a = _act(act)
     sb = _nonneg("sigma_b2", sigma_b2)
@@ -544,7 +607,12 @@ def critical(act: ActivationLike, sigma_b2: float = 0.05) -> float:
     diff = np.where(ok, chi - 1.0, np.nan)
     first = int(np.argmax(ok)) if ok.any() else -1
     if first >= 0 and abs(diff[first]) <= 1e-6:
-        return float(round(sw[first], 9)) if np.allclose(sw[ok], sw[first], rtol=1e-9) else float(sw[first])
+        if np.allclose(sw[ok], sw[first], rtol=1e-9):  # χ₁ ≡ 1: every q is critical (ReLU, σ_b² = 0)
+            return CriticalPoint(float(round(sw[first], 9)), math.nan, math.inf)
+        limit = _with_basin(a, float(sw[first]), sb, 0.0)  # the limit q* → σ_b² = 0 (tanh, σ_b² = 0)
+        if limit.q_max > 1e-6:
+            return limit
+        # q = 0 repels (GELU, SiLU: V(q) > q just above 0): not a usable critical point; look further.
     signs = np.sign(diff)
     cross = np.nonzero(ok[:-1] & ok[1:] & (signs[:-1] * signs[1:] <= 0))[0]
     if cross.size == 0:
@@ -559,7 +627,42 @@ def critical(act: ActivationLike, sigma_b2: float = 0.05) -> float:
                 else "Try another sigma_b2."
             )
         )
-    k = int(cross[0])
+    unstable = []
+    for k in cross:
+        q_crit = math.exp(_refine_root(lambda t: sw_chi(np.exp(t))[1] - 1.0, math.log(q[k]), math.log(q[k + 1])))
+        sw_crit = float(sw_chi(np.array([q_crit]))[0][0])
+        slope = float(VarianceMap(a, sw_crit, sb).slope(q_crit))
+        if slope < 1.0:  # an attracting fixed point: layers actually settle there
+            return _with_basin(a, sw_crit, sb, q_crit)
+        unstable.append((sw_crit, q_crit, slope))
+    sw_u, q_u, slope_u = unstable[0]
+    raise ValueError(
+        f"act: {a.label} at sigma_b2={sb:g} reaches χ₁ = 1 only at an unstable fixed point "
+        f"(σ_w² = {sw_u:.4g}, q* = {q_u:.4g}, V'(q*) = {slope_u:.3g} >= 1): layers move away from it, so "
+        "there is no usable edge of chaos here. Try another sigma_b2."
+    )
 
-    q_crit = math.exp(_refine_root(lambda t: sw_chi(np.exp(t))[1] - 1.0, math.log(q[k]), math.log(q[k + 1])))
-    return float(sw_chi(np.array([q_crit]))[0][0])
+
+def _with_basin(a: Activation, sw: float, sb: float, q_star: float) -> CriticalPoint:
+    """Add q*'s basin of attraction: up to the first q > q* where V(q) > q again (then q grows forever),
+    down to the last q < q* where V(q) < q (below it layers settle at a smaller fixed point)."""
+    vmap = VarianceMap(a, sw, sb)
+    q_min = 0.0
+    below = _Q_GRID[(q_star * (1 - 1e-6) > _Q_GRID) & (_Q_GRID > 0)]
+    if below.size:
+        gb = np.asarray(vmap(below)) - below
+        down = np.nonzero(gb < 0)[0]
+        if down.size:
+            k = int(down[-1])
+            hi = float(below[k + 1]) if k + 1 < below.size else q_star * (1 - 1e-6)
+            q_min = math.exp(_refine_root(lambda t: np.asarray(vmap(np.exp(t))) - np.exp(t),
+                                          math.log(below[k]), math.log(hi)))
+    grid = _Q_GRID[q_star * (1 + 1e-6) + 1e-12 < _Q_GRID]
+    g = np.asarray(vmap(grid)) - grid
+    up = np.nonzero(g > 0)[0]
+    if up.size == 0:
+        return CriticalPoint(sw, q_star, math.inf, q_min)
+    k = int(up[0])
+    lo = float(grid[k - 1]) if k > 0 else q_star * (1 + 1e-6) + 1e-12
+    edge = math.exp(_refine_root(lambda t: np.asarray(vmap(np.exp(t))) - np.exp(t), math.log(lo), math.log(grid[k])))
+    return CriticalPoint(sw, q_star, edge, q_min)

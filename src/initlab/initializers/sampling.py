@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from .base import _round_in
+
 __all__ = ["TRUNC_STD_2SIGMA", "truncated_moments", "truncated_normal_"]
 
 #: std of N(0,1) restricted to (-2, 2): √(1 − 4φ(2)/(2Φ(2)−1)). Keras and JAX use the same literal.
@@ -43,13 +45,29 @@ def truncated_normal_(
 ) -> torch.Tensor:
     """Fill contiguous ``t`` with shift + scale·Z, Z ~ N(0,1) restricted to [lo, hi] (std units).
 
-    Where the interval holds most of the mass (>= 0.3, e.g. Keras's ±2σ with 95.4 %), we redraw only
-    the out-of-range entries: one ``normal_`` pass, one compare, then passes over ~4.6 %, ~0.2 %, ...
-    of the tensor — exact, and about as fast as ``normal_`` itself (torch's ``trunc_normal_`` is
-    ~17x slower). Elsewhere we use the inverse CDF in float64, which has no rejection cost.
+    Three exact samplers, by the shape of the interval:
+
+    - both bounds within ±3σ and most of the mass inside (>= 0.3; Keras's ±2σ cut, 95.4 %): the
+      inverse CDF in the tensor's own dtype, Z = √2·erfinv(U), U ~ U[erf(lo/√2), erf(hi/√2)) — four
+      in-place passes, no rejection and no index bookkeeping, ≈1.3× the cost of ``normal_`` (torch's
+      ``trunc_normal_`` redraws the whole tensor until nothing is out of range, ≈10–17× ``normal_``).
+      Within ±3σ the float32 grid of U maps to steps in Z below 10⁻⁵σ, so the law is exact to float
+      rounding; a final clamp to the bounds rounded inward keeps every value inside [lo, hi];
+    - other intervals holding >= 0.3 of the mass (e.g. torch's absolute ±2 with std 0.02, 100σ away):
+      one ``normal_`` pass, one compare, then redraws of only the out-of-range entries;
+    - intervals with little mass (a one-sided tail): the inverse CDF in float64, which has no
+      rejection cost and keeps its resolution far in the tail.
     """
     mass, _, _ = truncated_moments(lo, hi)
     flat = t.view(-1)
+    if mass >= 0.3 and lo >= -3.0 and hi <= 3.0:
+        ea, eb = math.erf(lo / _SQRT2), math.erf(hi / _SQRT2)
+        flat.uniform_(ea, eb, generator=gen).erfinv_()
+        flat.mul_(_SQRT2 * scale)
+        if shift != 0.0:
+            flat.add_(shift)
+        # Float rounding in erf, erfinv and the scaling may step one ulp past a bound; keep the promise.
+        return flat.clamp_(_round_in(shift + scale * lo, t.dtype, up=True), _round_in(shift + scale * hi, t.dtype)).view_as(t)
     if mass >= 0.3:
         # Draw and test in absolute units: no extra scaling pass, and every kept value is in range.
         a, b = shift + scale * lo, shift + scale * hi
