@@ -204,9 +204,10 @@ def part2(x: torch.Tensor, out: dict) -> None:
     torch.manual_seed(2)
     base = Reversed()
     ref, me = copy.deepcopy(base), copy.deepcopy(base)
-    run_reference(ref, x)
-    run_initlab(me, x)
-    rows.append(("registration order b, a; execution a -> b", layer_stds(ref, x), layer_stds(me, x)))
+    x3 = 3.0 * x  # input std 3, so scaling `a` changes what `b` sees
+    run_reference(ref, x3)
+    run_initlab(me, x3)
+    rows.append(("registration order b, a; execution a -> b (input std 3)", layer_stds(ref, x3), layer_stds(me, x3)))
 
     torch.manual_seed(3)
     base = Shared()
@@ -228,6 +229,11 @@ def part2(x: torch.Tensor, out: dict) -> None:
         print(f"- {title}\n    lsuv 0.3.0: {fa}\n    initlab   : {fb}")
         out["cases"].append({"case": title, "pkg": a, "initlab": b})
     print(f"    initlab reports: {[(c.name, c.status, round(c.std_after, 3)) for c in res_ws.problems]}")
+    print(f"    ws weight row norm after (orthonormal pre-init = 1): lsuv 0.3.0 "
+          f"{float(ref.ws.weight.detach().norm(dim=1).mean()):.2e}, initlab {float(me.ws.weight.detach().norm(dim=1).mean()):.3g} "
+          "(the package reaches std 1 only by shrinking the weight until the standardization's epsilon dominates)")
+    out["ws_weight_norm"] = {"pkg": float(ref.ws.weight.detach().norm(dim=1).mean()),
+                             "initlab": float(me.ws.weight.detach().norm(dim=1).mean())}
     print(f"    initlab shared-layer calls: {[(c.name, c.call, c.status, round(c.std_after, 3)) for c in res.layers]}")
 
     torch.manual_seed(5)
@@ -246,7 +252,8 @@ def part2(x: torch.Tensor, out: dict) -> None:
 
 
 def part3(out: dict) -> None:
-    print("\nPart 3: theory call wall times (median of 20)")
+    print("\nPart 3: theory calls, median of 20: wall time and CPU time of this process (the CPU time is "
+          "what a loaded machine does not inflate)")
     calls = [
         ("variance_map(tanh, q=1)", lambda: theory.variance_map("tanh", 1.76, 0.05, 1.0)),
         ("fixed_point(tanh)", lambda: theory.fixed_point("tanh", 1.76, 0.05)),
@@ -258,19 +265,21 @@ def part3(out: dict) -> None:
         ("depth_scales(tanh, chaotic)", lambda: theory.depth_scales("tanh", 2.5, 0.05)),
         ("predict_std(tanh, depth 50)", lambda: theory.predict_std("tanh", 1.76, 0.05, 50, 1.0)),
         ("critical(tanh)", lambda: theory.critical("tanh", 0.05)),
+        ("critical_point(tanh) + basin", lambda: theory.critical_point("tanh", 0.05)),
         ("critical(gelu)", lambda: theory.critical("gelu", 0.05)),
         ("critical(nn.SiLU())", lambda: theory.critical(nn.SiLU(), 0.05)),
     ]
     for name, fn in calls:
         fn()
-        ts = []
+        ts, cs = [], []
         for _ in range(20):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
             ts.append(time.perf_counter() - t)
-        ms = statistics.median(ts) * 1e3
-        print(f"  {name:<30} {ms:7.2f} ms")
-        out["theory_ms"][name] = ms
+            cs.append(time.process_time() - c)
+        ms, cpu = statistics.median(ts) * 1e3, statistics.median(cs) * 1e3
+        print(f"  {name:<30} wall {ms:7.2f} ms   cpu {cpu:7.2f} ms")
+        out["theory_ms"][name] = {"wall": ms, "cpu": cpu}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,14 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
     ap.add_argument("--skip-mlp", action="store_true", help="only parts 2 and 3")
+    ap.add_argument("--theory-only", action="store_true", help="only part 3")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = torch.randn(BATCH, WIDTH)
     out: dict = {"threads": args.threads, "mlp": [], "cases": [], "theory_ms": {}}
-    if not args.skip_mlp:
+    if not (args.skip_mlp or args.theory_only):
         part1(x, args.repeats, out)
-    part2(x, out)
+    if not args.theory_only:
+        part2(x, out)
     part3(out)
     if args.json:
         with open(args.json, "w") as fh:

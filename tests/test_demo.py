@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("mnist1d", reason="mnist1d is a test dependency: pip install -e '.[dev]'")
 
-from initlab.cli import app  # noqa: E402
+from initlab.cli import app
 
 FIGURES = ("a_node.png", "b_signal_tanh3.png", "b_signal_relu6.png", "b_saturation.png", "c_learning_curves.png",
            "c_summary.png")

@@ -9,8 +9,8 @@ from torch import nn
 
 pytest.importorskip("sklearn", reason="scikit-learn is a test dependency: pip install -e '.[dev]'")
 
-from initlab import experiments  # noqa: E402
-from initlab.experiments import (  # noqa: E402
+from initlab import experiments
+from initlab.experiments import (
     Grid,
     compare,
     flush_denormal,
@@ -19,7 +19,7 @@ from initlab.experiments import (  # noqa: E402
     summarize,
     train,
 )
-from initlab.inspect import flush_denormal_state  # noqa: E402
+from initlab.inspect import flush_denormal_state
 
 WIDTH = 256
 
@@ -161,3 +161,24 @@ def test_grid_rejects_bad_values():
         Grid(inits=("glorot",))
     with pytest.raises(ValueError, match="target"):
         Grid(target=150.0)
+
+
+def test_data_driven_and_theory_inits():
+    x = torch.randn(500, 64, generator=torch.Generator().manual_seed(0))
+    model = init_model(make_mlp(64, 10, 3, WIDTH, "tanh"), "lsuv", seed=0, x=x)
+    h = x
+    for layer in model:
+        h = layer(h)
+        if isinstance(layer, nn.Linear):
+            # LSUV's tolerance here is 0.05 on the output std of each layer on this very batch.
+            assert abs(h.std().item() - 1) < 0.05 + 1e-3
+    crit = init_model(make_mlp(64, 10, 2, WIDTH, "tanh"), "critical", seed=0)
+    # Schoenholz et al. (2017): σ_w² = 1.76 at σ_b² = 0.05 for tanh. 65,536 weights: relative sd of the
+    # sample variance √(2/N) = 0.55 %, so 3 % is > 5 sd; 256 biases: relative sd √(2/256) = 8.8 %, 35 % is 4 sd.
+    assert abs(crit[2].weight.var().item() * WIDTH / 1.76 - 1) < 0.03
+    assert abs(crit[2].bias.var().item() / 0.05 - 1) < 0.35
+    relu = init_model(make_mlp(64, 10, 2, WIDTH, "relu"), "critical", seed=0)
+    assert abs(relu[2].weight.var().item() * WIDTH / 2 - 1) < 0.03 and torch.count_nonzero(relu[2].bias) == 0
+    auto = init_model(make_mlp(64, 10, 2, WIDTH, "relu"), "auto", seed=0, x=x)
+    again = init_model(make_mlp(64, 10, 2, WIDTH, "relu"), "auto", seed=0, x=x)
+    assert torch.equal(auto[2].weight, again[2].weight)

@@ -242,6 +242,23 @@ def test_sparse_zeros_per_column_and_seeded_positions():
     assert torch.equal(w, initlab.Sparse(sparsity=0.25, std=0.01).sample((10, 6), seed=0))
 
 
+def test_sparse_zero_positions_are_uniform():
+    # Floyd's algorithm gives each column a uniform 3-subset of 10 rows: every row is zero with
+    # probability 0.3 in each of 20000 columns, so its count is Binomial(20000, 0.3): mean 6000,
+    # sd √(20000·0.3·0.7) = 64.8; 6 sd = 389. Likewise for sparsity 0.8 (the complement branch).
+    for sparsity, p in ((0.25, 0.3), (0.8, 0.8)):
+        w = initlab.Sparse(sparsity=sparsity, std=1.0).sample((10, 20000), seed=1)
+        counts = (w == 0).sum(dim=1).double()
+        assert ((counts - 20000 * p).abs() <= 6 * math.sqrt(20000 * p * (1 - p))).all(), counts
+        assert ((w == 0).sum(dim=0) == round(p * 10)).all()
+
+
+def test_dirac_keras_layout_is_the_torch_kernel_permuted():
+    t = initlab.Dirac(groups=2).sample((8, 4, 3, 5))
+    k = initlab.Dirac(groups=2).sample((3, 5, 4, 8), layout="keras")
+    assert torch.equal(k, t.permute(2, 3, 1, 0))
+
+
 def test_stft_layouts_agree_and_describe_matches():
     init = initlab.STFT()
     k = init.sample((16, 3, 9), layout="keras")

@@ -244,3 +244,19 @@ def test_bad_input_clear_errors_and_model_untouched():
         initlab.lsuv(m, _x())
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert not m.a._forward_hooks and not m.b._forward_hooks
+
+
+def test_layer_never_called_is_reported():
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(16, 16)
+            self.att = nn.MultiheadAttention(16, 2, batch_first=True)
+
+        def forward(self, x):
+            h = self.inp(x)
+            return self.att(h, h, h)[0]
+
+    res = initlab.lsuv(Attn(), torch.randn(8, 5, 16), seed=0)
+    # MultiheadAttention applies out_proj functionally: its hook never fires, and the result says so.
+    assert [(c.name, c.status) for c in res.problems] == [("att.out_proj", "not_run")]

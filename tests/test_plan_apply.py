@@ -208,3 +208,17 @@ def test_bad_rules_and_missing_example_input_give_clear_errors():
     assert plan["fc.weight"].initializer.name == "HeUniform"
     with pytest.raises(ValueError, match="example_input: running the model on it failed"):
         initlab.plan(Branchy(), "auto", example_input=torch.ones(1, 5))
+
+
+def test_in_place_apply_gives_the_same_values():
+    a = nn.Sequential(nn.Linear(6, 5), nn.GRU(5, 3))
+    b = nn.Sequential(nn.Linear(6, 5), nn.GRU(5, 3))
+    ptr_a, ptr_b = a[0].weight.data_ptr(), b[0].weight.data_ptr()
+    initlab.plan(a, "flax").apply(seed=4)
+    initlab.plan(b, "flax").apply(seed=4, atomic=False, workers=3)
+    assert b[0].weight.data_ptr() == ptr_b  # filled in place
+    assert a[0].weight.data_ptr() != ptr_a  # fresh tensor swapped in
+    for (k, va), vb in zip(_state(a).items(), _state(b).values(), strict=True):
+        assert torch.equal(va, vb), k
+    with pytest.raises(TypeError, match="seed: expected an int"):
+        initlab.plan(a, "flax").apply(seed=None)

@@ -140,3 +140,31 @@ def test_keras_activation_layers_are_followed(keras):
     assert kernels[1].initializer.get_config()["a"] == pytest.approx(0.2)  # Keras's leaky_relu default slope
     assert kernels[2].initializer.name == "GlorotUniform" and "tanh" in kernels[2].why and "dropout" in kernels[2].why
     assert "no nonlinearity follows" in kernels[3].why
+
+
+def test_keras_preset_conv_depthwise_embedding_gru_match_keras(keras):
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    pairs = []
+    conv = L.Conv2D(32, 3, groups=4)
+    conv.build((None, 8, 8, 16))
+    pairs.append((conv.kernel, nn.Conv2d(16, 32, 3, groups=4), "weight"))
+    dw = L.DepthwiseConv2D(3, depth_multiplier=2)
+    dw.build((None, 8, 8, 16))
+    pairs.append((dw.kernel, nn.Conv2d(16, 32, 3, groups=16), "weight"))
+    emb = L.Embedding(500, 16)
+    emb.build((None, 4))
+    pairs.append((emb.embeddings, nn.Embedding(500, 16), "weight"))
+    gru = L.GRU(16)
+    gru.build((None, 3, 8))
+    pairs.append((gru.cell.kernel, nn.GRU(8, 16), "weight_ih_l0"))
+    pairs.append((gru.cell.recurrent_kernel, nn.GRU(8, 16), "weight_hh_l0"))
+    for var, module, name in pairs:
+        kv = _values(var)
+        e = initlab.plan(module, "keras")[name]
+        if e.initializer.name == "Orthogonal":
+            assert kv.pow(2).mean().item() == pytest.approx(e.std**2, rel=1e-5), name
+            continue
+        assert kv.abs().max().item() <= e.high + 1e-7 and kv.abs().max().item() >= 0.95 * e.high, (type(module), name)
+        assert kv.std().item() == pytest.approx(e.std, rel=_rel_tol(kv.numel())), (type(module), name)
+    assert initlab.plan(nn.Conv2d(16, 32, 3, groups=16), "keras")["weight"].high == pytest.approx(0.1925, abs=1e-4)

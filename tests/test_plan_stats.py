@@ -54,8 +54,7 @@ def _check_entry(e: initlab.PlanEntry, values: torch.Tensor) -> None:
         assert v.std().item() == pytest.approx(e.std, rel=_tol(n)), (e.path, n)
         assert abs(v.mean().item() - d.mean) <= 6 * e.std / math.sqrt(n), e.path
         if d.family == "uniform" and n >= 200:
-            # P(max < 0.95·high) = 0.975^n < 1e-2 at n = 200 per side; with n >= 200 and both sides
-            # checked jointly through |x| the chance is (0.95)^n < 4e-5.
+            # For x ~ U(−h, h), P(|x| < 0.95·h) = 0.95, so P(max |x| < 0.95·h) = 0.95^n < 4e-5 at n >= 200.
             assert v.abs().max().item() >= 0.95 * d.high, e.path
 
 

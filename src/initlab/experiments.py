@@ -178,9 +178,8 @@ def init_model(
         lsuv(model, x, tol=0.05, max_iter=10, seed=seed)
         return model
     if init == "critical":
-        from .critical import Critical
-
         from .activations import activation
+        from .critical import Critical
 
         # σ_b² = 0.05 as in Schoenholz et al. (2017) (σ_w² = 1.76 for tanh); ReLU-like and linear
         # activations have an edge of chaos only at σ_b² = 0 (σ_w² = 2 resp. 1).

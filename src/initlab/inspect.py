@@ -52,7 +52,9 @@ __all__ = [
 
 SATURATION_THRESHOLD = 0.05  # |φ'(z)| below 5 % of its maximum counts as saturated
 _COSINE_SAMPLES = 64  # inputs used for the mean pairwise cosine (O(n²·width); 64 keeps it ≪ a matmul)
+_COSINE_FEATURES = 4096
 _RESIDUAL_CORRELATION = 0.2
+_DEAD_CHECK = 0.25  # the dead-unit rule (findings.DEAD_EXCESS) can only fire above this fraction
 _ZERO_BELOW = {"relu", "relu6"}  # φ(z) = 0 for z ≤ 0: a unit is dead when z ≤ 0 for the whole batch
 _GAP_FLOOR = 1e-12  # 1 − cosine below this is float64 round-off of identical vectors  # corr(in, out) above this marks a same-shape block as x + f(x)
 _NORM_TYPES: tuple[type, ...] = (
@@ -148,7 +150,7 @@ class Trends:
     (forward growth per layer), ``grad_rate`` = exp(−b) for the fit of log ‖dL/dz_ℓ‖ (backward growth
     per layer: the factor by which the gradient is multiplied on its way back through one layer; < 1
     vanishing, > 1 exploding); ``*_se`` are the standard errors of the slopes b (log units). ``dz_ratio`` = ‖dL/dz₁‖ / ‖dL/dz_L‖. ``cosine_first``/``cosine_last`` are the
-    mean cosines at the first and last layer; ``collapse_rate`` is the fitted per-layer factor of
+    mean cosines at the first and the last hidden layer (the readout is left out when L ≥ 3); ``collapse_rate`` is the fitted per-layer factor of
     (1 − cosine) over the second half of the layers and ``collapse_depth`` the depth scale
     ξ_c = −1/log(collapse_rate) (Schoenholz et al. 2017: 1 − c_ℓ ∝ exp(−ℓ/ξ_c); inf if not shrinking). ``residual_rate`` is the per-block growth of the residual stream's std and
     ``residual_growth`` its last/first ratio (None without residual blocks).
@@ -192,29 +194,30 @@ class SaturationRule:
     reference: float
     max_slope: float
 
-    def fraction(self, z: torch.Tensor) -> torch.Tensor:
-        """Fraction of the elements of ``z`` in the saturated set (a 0-d float64 tensor)."""
+    def fraction(self, z: torch.Tensor) -> float:
+        """Fraction of the elements of ``z`` in the saturated set.
+
+        With S_e = Σ sign(z − e) for each edge e₁ < … < e_k, the count below e₁ is (n − S₁)/2, between
+        e_i and e_{i+1} it is (S_i − S_{i+1})/2 and above e_k it is (n + S_k)/2 (an element exactly on
+        an edge counts ½ on each side — a null event for continuous z). Float sign-sums are several
+        times faster on CPU than boolean masks and exact in float64 up to 2⁵³ elements.
+        """
         z = z.detach()
-        n = max(z.numel(), 1)
-        bounds = [-math.inf, *self.edges, math.inf]
-        count = None
-        for j in range(len(bounds) - 1):
-            if (j % 2 == 0) != self.first_saturated:
-                continue
-            lo, hi = bounds[j], bounds[j + 1]
-            if lo == -math.inf and hi == math.inf:
-                mask = torch.ones_like(z, dtype=torch.bool)
-            elif lo == -math.inf:
-                mask = z < hi
-            elif hi == math.inf:
-                mask = z >= lo
-            else:
-                mask = (z >= lo) & (z < hi)
-            c = torch.count_nonzero(mask)
-            count = c if count is None else count + c
-        if count is None:
-            return torch.zeros((), dtype=torch.float64)
-        return count.to(torch.float64) / n
+        n = float(max(z.numel(), 1))
+        if not self.edges:
+            return 1.0 if self.first_saturated else 0.0
+        # ±1 sums are exact in float32 below 2²⁴ elements; beyond, accumulate in float64.
+        acc = None if z.numel() < 2**24 and z.dtype == torch.float32 else torch.float64
+        sums = [float(torch.sign(z if e == 0.0 else z - e).sum(dtype=acc)) for e in self.edges]
+        counts = [(n - sums[0]) / 2]
+        counts += [(sums[i] - sums[i + 1]) / 2 for i in range(len(sums) - 1)]
+        counts.append((n + sums[-1]) / 2)
+        start = 0 if self.first_saturated else 1
+        total = counts[start]
+        for c in counts[start + 2 :: 2]:
+            total = total + c
+        return total / n
+
 
 _RULES: dict[str, SaturationRule] = {}
 _GRID_LIMIT = 12.0
@@ -495,35 +498,49 @@ def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return obj
 
 
-def _std_mean(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(std, mean) of all elements. In the tensor's own precision when that is exact enough, in
-    float64 when float32 overflows (the variance of 1e20-sized activations exceeds float32's range)."""
+def _std_mean(t: torch.Tensor) -> tuple[float, float]:
+    """(std, mean) of all elements, unbiased (n − 1), as Python floats.
+
+    One pass: mean = Σx/n and var = (Σx² − n·mean²)/(n − 1) with Σx² = x·x (BLAS) and the final
+    arithmetic in float64 — several times faster on CPU than ``torch.std_mean``. Where that loses
+    digits — mean² > 100·var, or float32 overflow of Σx² for activations beyond ~1e19 — it recomputes
+    two-pass in float64.
+    """
     d = t.detach()
-    if d.numel() < 2:
-        return torch.zeros((), dtype=torch.float64), d.to(torch.float64).mean()
-    if d.dtype in (torch.float32, torch.float64):
-        std, mean = torch.std_mean(d)
-        if bool(torch.isfinite(std)) or not bool(torch.isfinite(d).all()):
-            return std, mean
-    return torch.std_mean(d.to(torch.float64))
+    n = d.numel()
+    if n < 2:
+        return 0.0, float(d.to(torch.float64).sum()) if n else math.nan
+    if d.dtype == torch.float32 or d.dtype == torch.float64:
+        flat = d.reshape(-1)
+        s1 = float(flat.sum())  # torch's CPU sum is cascaded: float32 keeps ~1e-7 relative
+        s2 = float(torch.dot(flat, flat))
+        mean = s1 / n
+        var = (s2 - n * mean * mean) / (n - 1)
+        if math.isfinite(s2) and math.isfinite(s1) and var >= 0 and var * 100 >= mean * mean:
+            return math.sqrt(var), mean
+    d64 = d.to(torch.float64)
+    mean64 = d64.mean()
+    return float((d64 - mean64).pow(2).sum().div(n - 1).sqrt()), float(mean64)
 
 
-def _live_cosine(z: torch.Tensor) -> torch.Tensor | None:
-    """Mean cosine between inputs' pre-activations over the units with z > 0 for some input (units a
-    ReLU-like φ does not zero for the whole batch); the correlation that explains chance-dead units."""
-    if z.dim() < 2 or z.shape[0] < 2:
-        return None
-    flat = z.detach().reshape(z.shape[0], -1)
-    live = (flat > 0).any(dim=0)
-    if int(live.sum()) < 2:
-        return None
-    return _cosine(flat[:, live])
+def _norm(t: torch.Tensor) -> float:
+    """‖t‖₂ in the tensor's precision, in float64 when float32 overflows (‖g‖² beyond 3.4e38)."""
+    g = t.detach()
+    v = float(torch.linalg.vector_norm(g))
+    if not math.isfinite(v) and bool(torch.isfinite(g).all()):
+        v = float(torch.linalg.vector_norm(g, dtype=torch.float64))
+    return v
 
 
 def _cosine(t: torch.Tensor) -> torch.Tensor | None:
+    """Mean cosine similarity between different inputs' (flattened) representations, over the first
+    64 inputs and at most 4096 evenly strided features (an unbiased subsample of exchangeable units)."""
     if t.dim() < 1 or t.shape[0] < 2:
         return None
-    y = t.detach()[:_COSINE_SAMPLES].reshape(min(t.shape[0], _COSINE_SAMPLES), -1).to(torch.float64)
+    y = t.detach()[:_COSINE_SAMPLES].reshape(min(t.shape[0], _COSINE_SAMPLES), -1)
+    if y.shape[1] > _COSINE_FEATURES:
+        y = y[:, :: -(-y.shape[1] // _COSINE_FEATURES)]
+    y = y.to(torch.float64)
     y = y / y.norm(dim=1, keepdim=True).clamp_min(1e-300)
     g = y @ y.T
     n = g.shape[0]
@@ -567,8 +584,9 @@ class _Recorder:
             act = self.activation_of(module) if leaf else None
             if act is not None:
                 info["saturation"] = saturation_rule(act).fraction(t)
-                if act.name in _ZERO_BELOW:
-                    info["live_cosine"] = _live_cosine(t)
+                if act.name in _ZERO_BELOW and t.dim() >= 2:
+                    # kept (64 inputs) for the live-unit cosine, computed only if units turn out dead
+                    info["z_head"] = t.detach()[:_COSINE_SAMPLES].reshape(min(t.shape[0], _COSINE_SAMPLES), -1).clone()
         self.pending.setdefault(id(module), []).append(info)
 
     def activation_of(self, module: nn.Module) -> Activation | None:
@@ -611,8 +629,6 @@ class _Recorder:
             "in_mean": info.get("in_mean"),
             "activation": act.label if act is not None else None,
         }
-        if "live_cosine" in info:
-            row["live_cosine"] = info["live_cosine"]
         if "saturation" in info:
             row["saturation"] = info["saturation"]
             row["saturation_ref"] = saturation_rule(act).reference if act is not None else None
@@ -620,7 +636,11 @@ class _Recorder:
             row["out_shape"] = tuple(out.shape)
             row["out_std"], row["out_mean"] = self.stats(out)
             if kind == "activation" and out.dim() >= 1 and out.shape[0] >= 1:
-                row["dead"] = (out.detach() == 0).all(dim=0).to(torch.float64).mean()
+                # a unit is dead when max over the batch of |output| is 0 (amax: no slow boolean reductions)
+                alive = out.detach().abs().amax(dim=0) > 0
+                row["dead"] = dead = 1.0 - float(alive.sum()) / max(alive.numel(), 1)
+                if dead > _DEAD_CHECK and "z_head" in info:
+                    row["live_cosine"] = _cosine(info["z_head"] * alive.reshape(-1).to(info["z_head"].dtype))
             if kind == "layer":
                 row["cosine"] = _cosine(out)
             if out.requires_grad:
@@ -630,7 +650,7 @@ class _Recorder:
 
     def _grad_hook(self, t: torch.Tensor, row: dict[str, Any]) -> None:
         def hook(g: torch.Tensor) -> None:
-            norm = torch.linalg.vector_norm(g.detach(), dtype=torch.float64)
+            norm = _norm(g)
             row["grad_norm"] = norm if "grad_norm" not in row else row["grad_norm"] + norm
 
         t.register_hook(hook)
@@ -753,7 +773,7 @@ def _run_once(
             grads = torch.autograd.grad(loss, wrt, allow_unused=True)
         by_id: dict[int, torch.Tensor | None] = {}
         for p, g in zip(wrt[: len(wrt) - len(leaves)], grads, strict=False):
-            by_id[id(p)] = None if g is None else torch.linalg.vector_norm(g, dtype=torch.float64)
+            by_id[id(p)] = None if g is None else _norm(g)
         return rec, by_id, loss.detach()
     finally:
         for h in handles:
@@ -800,7 +820,10 @@ def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
     zchange = None
     if len(layers) >= 2 and z[0] and z[-1] is not None and math.isfinite(z[0]) and z[0] > 0:
         zchange = z[-1] / z[0]
-    cos = [c.cosine for c in layers]
+    # The readout is left out: it sees the final (often pooled) features, whose similarity reflects
+    # the architecture's mean shift (a global average of ReLU maps) more than the depth trend.
+    hidden = layers[:-1] if len(layers) >= 3 else layers
+    cos = [c.cosine for c in hidden]
     # Correlation depth scale ξ_c (Schoenholz et al. 2017: 1 − c_ℓ ∝ exp(−ℓ/ξ_c)), fitted on the second
     # half of the layers — where the early transient is over — over gaps above float64's floor.
     half = [None if c is None else 1.0 - c for c in cos[len(cos) // 2 :]]
@@ -1056,7 +1079,8 @@ def _param_stats(
     for name, p in params:
         mod, pretty = owner.get(id(p), ("", name))
         d = p.detach()
-        norm = float(torch.linalg.vector_norm(d, dtype=torch.float64))
+        norm = float(_norm(d))
+        sm = _std_mean(d) if d.numel() else (0.0, 0.0)
         gvals = [r.get(id(p)) for r in grad_runs]
         g = float(np.mean(gvals)) if all(v is not None for v in gvals) else None
         fan_in = None
@@ -1072,8 +1096,8 @@ def _param_stats(
                 shape=tuple(p.shape),
                 layout=layout,
                 fan_in=None if fan_in is None else int(fan_in),
-                mean=float(d.to(torch.float64).mean()) if d.numel() else 0.0,
-                std=float(_std_mean(d)[0]) if d.numel() > 1 else 0.0,
+                mean=float(sm[1]) if d.numel() else 0.0,
+                std=float(sm[0]) if d.numel() > 1 else 0.0,
                 norm=norm,
                 grad_norm=g,
                 ratio=(g / norm) if g is not None and norm > 0 else None,

@@ -66,7 +66,9 @@ class LayerCall:
     scaled by its first call: measured only), ``"unscalable"`` (scaling its weight did not change its
     output std, e.g. weight standardization; the weight was restored), ``"zero"`` (output std 0: no
     scale can fix it), ``"not_converged"`` (a re-run layer still outside ``tol`` after ``max_iter``),
-    or ``"block"`` (``kind="block"``: a residual block output, measured only).
+    ``"not_run"`` (a target layer the forward pass never called as a module, e.g. the ``out_proj`` of
+    ``nn.MultiheadAttention``, which is applied functionally: pre-initialized but not rescaled), or
+    ``"block"`` (``kind="block"``: a residual block output, measured only).
     """
 
     name: str
@@ -124,8 +126,8 @@ class LSUVResult(Sequence):
 
     @property
     def problems(self) -> list[LayerCall]:
-        """Calls LSUV could not bring to the target (unscalable, zero, not converged)."""
-        return [c for c in self.calls if c.status in ("unscalable", "zero", "not_converged")]
+        """Calls LSUV could not bring to the target (unscalable, zero, not converged, not run)."""
+        return [c for c in self.calls if c.status in ("unscalable", "zero", "not_converged", "not_run")]
 
     @property
     def max_error(self) -> float:
@@ -287,8 +289,13 @@ def lsuv(
         branch_scale = _check_positive("branch_scale", branch_scale)
     branch_set = set(map(id, branch_last))
 
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = torch.cat([t.to(device) for t in xs], dim=0) if len(xs) > 1 else xs[0].to(device)
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    # Floating inputs follow the model's dtype (a float64 model fed float32 data); integer inputs
+    # (token ids) are left alone.
+    xs = [t.to(device=device, dtype=first.dtype) if first is not None and t.is_floating_point() and
+          first.is_floating_point() else t.to(device) for t in xs]
+    x = torch.cat(xs, dim=0) if len(xs) > 1 else xs[0]
 
     # Snapshot everything LSUV may touch, so an error leaves the model as it was.
     saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
@@ -423,6 +430,14 @@ def lsuv(
         with torch.no_grad():
             model(x)
         result.forward_passes = 1
+        order = state["order"]
+        for m in targets:
+            if m not in calls:
+                # Never called as a module (e.g. MultiheadAttention's out_proj, applied functionally):
+                # orthonormalized but not rescaled — say so rather than skip it silently.
+                result.calls.append(LayerCall(names.get(m, type(m).__name__), type(m).__name__, 0, order, "layer",
+                                              target, math.nan, math.nan, 1.0, 0.0, math.nan, math.nan, "not_run"))
+                order += 1
         if verify:
             for h in handles:
                 h.remove()

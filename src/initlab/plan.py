@@ -216,7 +216,8 @@ class Plan:
 
     # -- doing -----------------------------------------------------------------------------------------
 
-    def apply(self, seed: int = 0, device: torch.device | str | None = None, *, atomic: bool = True) -> Any:
+    def apply(self, seed: int = 0, device: torch.device | str | None = None, *, atomic: bool = True,
+              workers: int = 1) -> Any:
         """Fill every planned parameter, then run the post steps; returns the model.
 
         ``seed`` (an int) and each entry's path determine its values (:func:`entry_seed`). ``device``:
@@ -225,12 +226,16 @@ class Plan:
         nothing changes unless all of them could be computed and every post step ran. ``atomic=False``
         fills parameters that stay on their device in place — the same values, without the fresh
         memory (its page faults cost about as much as the fill itself on CPU), but an initializer that
-        fails half way leaves the parameters before it changed.
+        fails half way leaves the parameters before it changed. ``workers`` > 1 fills parameters on that
+        many threads (each entry has its own generator, so the values do not change); on a busy 2-core
+        machine one thread measured faster, because concurrent page faults of fresh memory contend.
         """
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed: expected an int (entry seeds derive from it and each path), got {seed!r}.")
         if not isinstance(atomic, bool):
             raise TypeError(f"atomic: expected True or False, got {atomic!r}.")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers: expected an int >= 1 (threads filling parameters), got {workers!r}.")
         dev = None if device is None else torch.device(device)
         if dev is not None and dev.type == "meta":
             raise ValueError("device: 'meta' holds no values; pass a real device such as 'cpu' or 'cuda'.")
@@ -281,10 +286,10 @@ class Plan:
                         ) from err
             return None if in_place else fresh
 
-        # Compute phase: every new value into fresh tensors; large ones first, on a few threads (each
-        # entry has its own generator, so the order of work does not change any value).
+        # Compute phase: every new value into fresh tensors (large ones first when several threads share
+        # the work; each entry has its own generator, so the order of work does not change any value).
         jobs.sort(key=lambda j: -j[1].numel())
-        workers = max(1, min(len(jobs), torch.get_num_threads(), 8))
+        workers = max(1, min(len(jobs), workers))
         if workers > 1:
             with cf.ThreadPoolExecutor(workers) as pool:
                 fresh_list = list(pool.map(compute, jobs))
@@ -380,6 +385,7 @@ def _collect_sites(model: Any) -> tuple[list[ParamSite], list[str]]:
     notes: list[str] = []
     skip: set[int] = set()
     seen_keras: set[int] = set()
+    known_modules: dict[int, str] = {}
 
     def add(module_path: str, layer: LayerInfo) -> None:
         for pi in layer.params:
@@ -387,7 +393,10 @@ def _collect_sites(model: Any) -> tuple[list[ParamSite], list[str]]:
                 param = pi.meta["variable"].value
                 path = pi.name
             else:
-                param = layer.module.get_parameter(pi.name)
+                try:
+                    param = layer.module.get_parameter(pi.name)
+                except AttributeError:  # e.g. a parametrized weight (torch.nn.utils.parametrize)
+                    continue
                 path = f"{module_path}.{pi.name}" if module_path else pi.name
             if id(param) in seen:
                 notes.append(f"{path} is the same tensor as {seen[id(param)]} (tied); it is planned once, as "
@@ -413,6 +422,7 @@ def _collect_sites(model: Any) -> tuple[list[ParamSite], list[str]]:
         info = module_info(m)
         if info is None:
             continue
+        known_modules[id(m)] = info.kind
         add(mpath, info)
         for c in info.covers:
             for sub in m.get_submodule(c).modules():
@@ -431,10 +441,19 @@ def _collect_sites(model: Any) -> tuple[list[ParamSite], list[str]]:
             reason = f"{type(m).__name__} is a lazy module not yet materialized; run one forward pass first"
         elif p.dtype not in FLOAT_DTYPES:
             reason = f"not a floating-point tensor ({p.dtype}), e.g. a seed-generator state"
+        elif ".parametrizations." in f".{name}":
+            reason = ("a parametrization's tensor (torch.nn.utils.parametrize); initlab does not guess how it maps "
+                      "to the layer's weight — a rule can initialize it")
+        elif id(m) in known_modules:
+            reason = (f"{type(m).__name__} is a {known_modules[id(m)]} layer, but initlab does not know its "
+                      f"parameter {name.rsplit('.', 1)[-1]!r}; a rule can initialize it")
         else:
             reason = (f"initlab does not know {type(m).__name__}; a rule (by path, name or type) can initialize "
                       "it")
         sites.append(ParamSite(name, p, mpath, m, None, None, reason))
+    if not seen_keras:  # torch models: rows in named_parameters order (Keras keeps its own layer order)
+        order = {id(p): i for i, (_, p) in enumerate(model.named_parameters())}
+        sites.sort(key=lambda s: order.get(id(s.param), len(order)))
     return sites, notes
 
 
@@ -499,6 +518,8 @@ def _apply_rules(ctx: PresetContext, parsed: list[tuple[str, Any, Initializer | 
                 ctx.choices[site.path] = [Choice(None, f"left as is (the preset chose {prior})", None, rule=label)]
                 break
             why = f"{_init_label(init)} (the preset chose {prior})"
+            if site.info is None:
+                why += "; initlab does not know this module, so fans are read in torch layout (out, in, *k)"
             fixed = [c for c in old if c.fixed]
             parts = [c for c in old if c.partition]
             if parts:

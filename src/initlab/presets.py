@@ -73,6 +73,7 @@ from .initializers import (
     XavierNormal,
     XavierUniform,
     Zeros,
+    get,
 )
 from .modules import LayerInfo, ParamInfo, Part
 
@@ -179,7 +180,13 @@ class PresetContext:
     ) -> None:
         """Choose ``initializer`` for ``site`` (or for its slice ``part``, or for an ad-hoc slice
         ``index``/``label``); ``fans`` are those the initializer reads (default: the true fans).
-        A whole-parameter choice replaces every earlier choice for the site."""
+        A whole-parameter choice replaces every earlier choice for the site. ``initializer`` may be
+        anything :func:`initlab.get` accepts (an instance, a name, a Keras config dict)."""
+        if initializer is not None and not isinstance(initializer, Initializer):
+            try:
+                initializer = get(initializer)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"initializer: preset {self.preset!r} chose {initializer!r} for {site.path!r}: {e}") from e
         if part is not None:
             label, index, shape = part.label, part.index, part.shape
             fans = fans if fans is not None else part.fans.get("true")

@@ -37,7 +37,10 @@ class Constant(Initializer):
                           f"every value = {self.value:g} (variance 0)", value=self.value)
 
     def _fill(self, work: torch.Tensor, desc: Description, gen: torch.Generator | None) -> None:
-        work.fill_(self.value)
+        if self.value == 0.0:
+            work.zero_()
+        else:
+            work.fill_(self.value)
 
 
 class Zeros(Constant):

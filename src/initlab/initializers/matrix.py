@@ -142,13 +142,18 @@ class Dirac(Initializer):
 
     def _fill(self, work, desc, gen):
         ts = self._torch_shape(tuple(work.shape), desc.layout)
-        t = torch.zeros(ts, dtype=work.dtype, device=work.device)
         per = ts[0] // self.groups
         centre = _centre_indices(ts[2:], jax_centre=False)
-        for g in range(self.groups):
-            for d in range(min(per, ts[1])):
-                t[(g * per + d, d, *centre)] = 1.0
-        work.copy_(t if desc.layout == "torch" else t.permute(*range(2, t.dim()), 1, 0))
+        m = min(per, ts[1])
+        # Output channel g·per + d reads input channel d of its group, for d < m: one scatter, in place.
+        d = torch.arange(m, device=work.device)
+        out_idx = (torch.arange(self.groups, device=work.device).unsqueeze(1) * per + d).flatten()
+        in_idx = d.repeat(self.groups)
+        work.zero_()
+        if desc.layout == "torch":
+            work[(out_idx, in_idx, *centre)] = 1.0
+        else:
+            work[(*centre, in_idx, out_idx)] = 1.0
 
 
 class DeltaOrthogonal(Initializer):
@@ -197,6 +202,23 @@ class DeltaOrthogonal(Initializer):
             work[(slice(None), slice(None), *centre)] = q.t()
 
 
+def _random_subsets(n: int, cols: int, k: int, gen, device) -> torch.Tensor:
+    """An (n, cols) bool mask with exactly k True entries per column, each column an independent
+    uniformly random k-subset of range(n) — Floyd's algorithm (Bentley & Floyd 1987, "Programming
+    pearls: a sample of brilliance"), vectorized over the columns: min(k, n − k) steps of one
+    ``randint`` per column, instead of a permutation (or a sort) of every column."""
+    pick_true = k <= n - k
+    m = k if pick_true else n - k
+    mask = torch.zeros(n * cols, dtype=torch.bool, device=device)  # row-major (n, cols), flat
+    col = torch.arange(cols, device=device)
+    for j in range(n - m, n):
+        t = torch.randint(0, j + 1, (cols,), generator=gen, device=device) * cols + col
+        taken = mask.index_select(0, t)
+        mask.index_fill_(0, torch.where(taken, j * cols + col, t), True)
+    mask = mask.view(n, cols)
+    return mask if pick_true else ~mask
+
+
 class Sparse(Initializer):
     """torch's ``sparse_(sparsity, std)`` (Martens 2010): N(0, std) with ceil(sparsity·rows) zeros in
     every column of a 2-D weight (in torch layout (out, in), each input unit's outgoing weights).
@@ -229,5 +251,4 @@ class Sparse(Initializer):
         w.normal_(0.0, self.std, generator=gen)
         zeros = desc.params["zeros_per_column"]
         if zeros and cols:
-            order = torch.rand(rows, cols, generator=gen, device=work.device).argsort(dim=0)
-            w.scatter_(0, order[:zeros], 0.0)
+            w.masked_fill_(_random_subsets(rows, cols, zeros, gen, work.device), 0.0)

@@ -77,6 +77,13 @@ def truncated_normal_(
             return x.abs() > b if shift == 0.0 and lo == -hi else (x < a) | (x > b)
 
         flat.normal_(shift, scale, generator=gen)
+        if flat.numel() == 0:
+            return t
+        # Bounds far out (torch's default ±2 with std 0.02 is 100σ): one read-only pass usually
+        # shows nothing to redraw, without a mask or index tensor.
+        low, high = torch.aminmax(flat)
+        if low.item() >= a and high.item() <= b:
+            return t
         bad = outside(flat).nonzero().squeeze(1)
         while bad.numel():
             redraw = torch.empty(bad.numel(), dtype=t.dtype, device=t.device).normal_(shift, scale, generator=gen)
