@@ -1,6 +1,7 @@
 """Each initializer against its ``torch.nn.init`` counterpart, on the same tensors, side by side in one run.
 
-Run:  .venv/bin/python benchmarks/bench_initializers.py [--big] [--repeats 5] [--threads 2] [--only NAME ...]
+Run:  .venv/bin/python benchmarks/bench_initializers.py [--big] [--repeats 5] [--seconds 1] [--threads 2]
+                                                        [--only NAME ...] [--shapes 16384x4096 ...]
 
 Shapes: 1024², 4096² and, with ``--big``, 16384×4096 (float32; a conv-shaped tensor of about the same
 size for ``dirac``). For every pair the runs alternate (torch, initlab, torch, initlab, ...) on the same
@@ -158,9 +159,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="repeat fast pairs until each side has run about this long (at most 200 runs)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", nargs="*", help="initlab names to run (default: all)")
+    p.add_argument("--shapes", nargs="*", help="shapes such as 16384x4096, instead of the defaults")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     shapes = SHAPES + ([BIG] if args.big else [])
+    if args.shapes:
+        shapes = [tuple(int(d) for d in sh.lower().replace("×", "x").split("x")) for sh in args.shapes]
+        if any(len(sh) != 2 for sh in shapes):
+            p.error(f"--shapes: expected 2-D shapes such as 4096x4096, got {args.shapes}")
     rows = run(shapes, args.repeats, set(args.only) if args.only else None, args.seconds)
     console = Console(width=160)
     console.print(table(rows, args.threads))

@@ -8,7 +8,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Under pytest-xdist each worker gets one thread: two workers x two OpenMP threads on two cores
+# oversubscribe, and spin-waiting then makes small LAPACK calls (QR) ~100x slower.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
 
 
 @pytest.fixture

@@ -10,6 +10,16 @@ import initlab
 from initlab import theory
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These tests use small tensors; on a loaded 2-core machine torch's second intra-op thread (and
+    # multithreaded LAPACK in QR) makes them several times slower, not faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_critical_variance_and_bias():
     init = initlab.Critical("tanh", sigma_b2=0.05)
     assert abs(init.sigma_w2 - 1.76) < 0.01 and init.chi1 == pytest.approx(1.0, abs=1e-8)
@@ -48,7 +58,7 @@ def _jacobian_spread(orthogonal, depth=32, n=128, seed=0):
         w = init.sample((n, n), seed=seed * 1000 + layer, dtype=torch.float64)
         b = init.sample((n,), seed=seed * 1000 + 500 + layer, dtype=torch.float64)
         h = w @ x + b
-        jac = torch.diag(1 - torch.tanh(h) ** 2) @ w @ jac
+        jac = (1 - torch.tanh(h) ** 2)[:, None] * (w @ jac)
         x = torch.tanh(h)
     sv = torch.linalg.svdvals(jac)
     return float(sv.max() / sv.median())

@@ -182,3 +182,18 @@ def test_data_driven_and_theory_inits():
     auto = init_model(make_mlp(64, 10, 2, WIDTH, "relu"), "auto", seed=0, x=x)
     again = init_model(make_mlp(64, 10, 2, WIDTH, "relu"), "auto", seed=0, x=x)
     assert torch.equal(auto[2].weight, again[2].weight)
+
+
+def test_compare_on_a_user_file_keys_runs_by_content(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.arange(80) % 3
+    x = rng.normal(size=(80, 5)) + y[:, None]
+    np.savez(tmp_path / "u.npz", x=x, y=y)
+    grid = Grid(inits=("he_normal",), depths=(1,), widths=(8,), epochs=2)
+    first = compare(grid, str(tmp_path / "u.npz"), tmp_path / "out", progress=False, plots=False)
+    (row,) = first.rows
+    assert row["data"].startswith("u.npz@") and row["target"] == 50.0 and first.ran == 1
+    np.savez(tmp_path / "u.npz", x=x + 1, y=y)  # new content, same name: nothing is resumed
+    assert compare(grid, str(tmp_path / "u.npz"), tmp_path / "out", progress=False, plots=False).ran == 1

@@ -9,6 +9,16 @@ from torch import nn
 
 import initlab
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These tests use small tensors; on a loaded 2-core machine torch's second intra-op thread (and
+    # multithreaded LAPACK in QR) makes them several times slower, not faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 W = 64
 
 
@@ -123,7 +133,9 @@ def _copy(m):
 def test_inplace_relu_measured_before_it_runs():
     torch.manual_seed(2)
     model = _mlp(5, nn.ReLU, inplace=True)
+    passes = _passes(model)
     initlab.lsuv(model, _x(), seed=0)
+    assert passes[0] == 1
     for _, s in _stds(model, _x()):
         assert s == pytest.approx(1.0, abs=EXACT)  # lsuv 0.3.0: 1.64–1.78
 
@@ -132,7 +144,9 @@ def test_execution_order_not_registration_order():
     torch.manual_seed(3)
     model = Reversed()
     x = _x(scale=3.0)  # so that scaling `a` matters for `b`
+    passes = _passes(model)
     res = initlab.lsuv(model, x, seed=0)
+    assert passes[0] == 1
     assert [c.name for c in res] == ["a", "b"]
     assert dict(_stds(model, x)) == pytest.approx({"a": 1.0, "b": 1.0}, abs=EXACT)  # lsuv 0.3.0: b = 0.334
 
@@ -140,7 +154,9 @@ def test_execution_order_not_registration_order():
 def test_shared_module_scaled_by_first_call_and_second_reported():
     torch.manual_seed(4)
     model = Shared()
+    passes = _passes(model)
     res = initlab.lsuv(model, _x(), seed=0)
+    assert passes[0] == 1
     rows = [(c.name, c.call, c.status) for c in res]
     assert rows == [("inp", 0, "scaled"), ("shared", 0, "scaled"), ("shared", 1, "shared")]
     measured = _stds(model, _x())

@@ -8,6 +8,16 @@ from torch import nn
 
 import initlab
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These tests use small tensors; on a loaded 2-core machine torch's second intra-op thread (and
+    # multithreaded LAPACK in QR) makes them several times slower, not faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 W = 32
 
 
@@ -107,3 +117,23 @@ def test_errors():
     assert changes[0].layer_name == "fc" and torch.count_nonzero(m.fc.weight) == 0
     with pytest.raises(ValueError, match="branches: item 0"):
         initlab.residual_init(m, branches=[nn.Linear(2, 2)])
+
+
+def test_attention_branch_uses_out_proj():
+    class PreLN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln = nn.LayerNorm(W)
+            self.attn = nn.MultiheadAttention(W, 4, batch_first=True)
+
+        def forward(self, x):
+            h = self.ln(x)
+            return x + self.attn(h, h, h, need_weights=False)[0]
+
+    model = nn.Sequential(PreLN(), PreLN())
+    found = initlab.find_residual_branches(model)
+    assert [b.last_layer_name for b in found] == ["0.attn.out_proj", "1.attn.out_proj"]
+    initlab.residual_init(model, "zero")
+    x = torch.randn(2, 5, W)
+    with torch.no_grad():
+        assert torch.allclose(model(x), x)

@@ -157,7 +157,7 @@ def _kurtosis(d):
     return KURTOSIS[d.family]
 
 
-@settings(max_examples=600, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(case=cases(), seed=st.integers(0, 2**31 - 1))
 def test_samples_follow_describe(case, seed):
     init, shape, layout, groups = case

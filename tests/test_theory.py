@@ -10,6 +10,16 @@ from torch import nn
 from initlab import theory
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These tests use small tensors; on a loaded 2-core machine torch's second intra-op thread (and
+    # multithreaded LAPACK in QR) makes them several times slower, not faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _relu_kernel(c):
     """E[relu(u1) relu(u2)] for unit variances and correlation c (Cho & Saul's arc-cosine kernel)."""
     th = np.arccos(c)
@@ -114,12 +124,12 @@ def test_predict_std_and_fixed_point_against_monte_carlo():
     # inputs share W and their correlation grows towards c* = 1, so they do not average out.)
     sw, sb, depth, n, b = 1.76, 0.05, 12, 512, 24
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(b, n, 1, generator=g, dtype=torch.float64) * math.sqrt(2.0)
+    a = torch.randn(b, n, 1, generator=g, dtype=torch.float32) * math.sqrt(2.0)
     q0 = float(a.pow(2).mean())
     rms = []
     for _ in range(depth):
-        w = torch.randn(b, n, n, generator=g, dtype=torch.float64) * math.sqrt(sw / n)
-        h = w @ a + torch.randn(b, n, 1, generator=g, dtype=torch.float64) * math.sqrt(sb)
+        w = torch.randn(b, n, n, generator=g, dtype=torch.float32) * math.sqrt(sw / n)
+        h = w @ a + torch.randn(b, n, 1, generator=g, dtype=torch.float32) * math.sqrt(sb)
         rms.append(h.pow(2).mean(dim=(1, 2)).sqrt())
         a = torch.tanh(h)
     measured = torch.stack(rms).mean(dim=1).numpy()
@@ -176,6 +186,9 @@ def test_no_critical_point_is_a_clear_error():
         theory.critical("relu", 0.05)
     with pytest.raises(ValueError, match="no critical point"):
         theory.critical("linear", 0.1)
+    # GELU at σ_b² = 0: χ₁ = 1 only where the fixed point repels (V'(q*) >= 1) — no usable edge of chaos.
+    with pytest.raises(ValueError, match="only at an unstable fixed point"):
+        theory.critical("gelu", 0.0)
 
 
 def test_bad_arguments():

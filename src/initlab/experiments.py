@@ -520,9 +520,14 @@ def compare(
     With ``resume`` a cell whose record is already in ``runs.jsonl`` is not run again.
     """
     dataset = load_dataset(data)
-    data_name = Path(data).name if data not in ("mnist1d", "digits") else data
+    if os.fspath(data) in ("mnist1d", "digits"):
+        data_name = target_key = os.fspath(data)
+    else:
+        # A user file is named by its content too, so an edited file is never resumed from old runs.
+        digest = hashlib.sha256(Path(data).read_bytes()).hexdigest()[:8]
+        target_key, data_name = "file", f"{Path(data).name}@{digest}"
     if grid.target is None:
-        grid = dataclasses.replace(grid, target=default_target(data_name))
+        grid = dataclasses.replace(grid, target=default_target(target_key))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs_path = out / RUNS_FILE

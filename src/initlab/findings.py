@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = ["FINDING_KINDS", "Finding", "expected_dead", "judge"]
 
@@ -241,7 +242,7 @@ def judge(report: Any, *, model: Any = None, x: Any = None, recommend: bool = Tr
     batch = int(report.meta.get("batch_size") or 0)
     dead = []
     for c in calls:
-        if c.kind == "activation" and c.dead is not None:
+        if c.kind == "activation" and c.dead is not None and c.dead > DEAD_EXCESS:
             expected = expected_dead(c.activation, c.live_cosine, batch)
             if c.dead - expected > DEAD_EXCESS:
                 dead.append((c, expected))
@@ -337,7 +338,7 @@ def expected_dead(act: str | None, cosine: float | None, batch: int) -> float:
     if c == 0.0:
         return 0.5**batch
     k = math.sqrt(c / (1.0 - c))
-    cdf = np.array([0.5 * math.erfc(k * u / math.sqrt(2.0)) for u in _GH_X])
+    cdf = 0.5 * torch.special.erfc(torch.as_tensor(_GH_X * (k / math.sqrt(2.0)), dtype=torch.float64)).numpy()
     return float((_GH_W * cdf**batch).sum())
 
 

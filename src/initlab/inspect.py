@@ -52,8 +52,8 @@ __all__ = [
 
 SATURATION_THRESHOLD = 0.05  # |φ'(z)| below 5 % of its maximum counts as saturated
 _COSINE_SAMPLES = 64  # inputs used for the mean pairwise cosine (O(n²·width); 64 keeps it ≪ a matmul)
-_COSINE_FEATURES = 4096
 _RESIDUAL_CORRELATION = 0.2
+_ACT_TYPES = tuple(_MODULE_TYPES)
 _DEAD_CHECK = 0.25  # the dead-unit rule (findings.DEAD_EXCESS) can only fire above this fraction
 _ZERO_BELOW = {"relu", "relu6"}  # φ(z) = 0 for z ≤ 0: a unit is dead when z ≤ 0 for the whole batch
 _GAP_FLOOR = 1e-12  # 1 − cosine below this is float64 round-off of identical vectors  # corr(in, out) above this marks a same-shape block as x + f(x)
@@ -335,7 +335,8 @@ class _Snapshot:
         self.slots: list[tuple[nn.Module, str, str, torch.Tensor, torch.Tensor, Any, bool]] = []
         self.storage: dict[int, torch.Tensor] = {}
         seen: set[int] = set()
-        for m in _all_modules(model, modules):
+        every = _all_modules(model, modules)
+        for m in every:
             for kind, store in (("param", m._parameters), ("buffer", m._buffers)):
                 for name, t in store.items():
                     if t is None:
@@ -348,11 +349,8 @@ class _Snapshot:
         self.grad_values = {
             id(t): t.grad.detach().clone() for (_, _, _, t, c, _, _) in self.slots if c is not None and t.grad is not None
         }
-        self.training = [(m, m.training) for m in _all_modules(model, modules)]
-        self.hooks = [
-            (m, dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
-            for m in _all_modules(model, modules)
-        ]
+        self.training = [(m, m.training) for m in every]
+        self.hooks = [(m, dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks)) for m in every]
         self.rng = torch.get_rng_state()
         self.cuda = {}
         for d in devices:
@@ -394,9 +392,9 @@ def _all_modules(model: nn.Module, modules: list[tuple[str, nn.Module]]) -> list
     for m in model.modules():
         out[id(m)] = m
     for _, m in modules:
-        out[id(m)] = m
-        for sub in m.modules():
-            out[id(sub)] = sub
+        if id(m) not in out:  # Keras layers are not torch children of the model
+            for sub in m.modules():
+                out[id(sub)] = sub
     return list(out.values())
 
 
@@ -435,7 +433,7 @@ def _kind(module: nn.Module, keras: bool) -> str:
     params = _own_params(module, keras)
     if any(p.dim() >= 2 for _, p in params):
         return "layer"
-    if any(isinstance(module, cls) for cls in _MODULE_TYPES) and not isinstance(module, nn.Identity):
+    if isinstance(module, _ACT_TYPES) and not isinstance(module, nn.Identity):
         return "activation"
     if isinstance(module, _NORM_TYPES) or "Normalization" in type(module).__name__:
         return "norm"
@@ -532,19 +530,20 @@ def _norm(t: torch.Tensor) -> float:
     return v
 
 
-def _cosine(t: torch.Tensor) -> torch.Tensor | None:
+def _cosine(t: torch.Tensor) -> float | None:
     """Mean cosine similarity between different inputs' (flattened) representations, over the first
-    64 inputs and at most 4096 evenly strided features (an unbiased subsample of exchangeable units)."""
+    64 inputs: with unit rows ŷ_i, Σ_{i≠j} ŷ_i·ŷ_j = ‖Σ_i ŷ_i‖² − Σ_i ‖ŷ_i‖², so no Gram matrix is
+    needed (O(n·D), in float64 so that 1 − cosine resolves down to ~1e-14). All-zero rows count as
+    orthogonal to every other row."""
     if t.dim() < 1 or t.shape[0] < 2:
         return None
-    y = t.detach()[:_COSINE_SAMPLES].reshape(min(t.shape[0], _COSINE_SAMPLES), -1)
-    if y.shape[1] > _COSINE_FEATURES:
-        y = y[:, :: -(-y.shape[1] // _COSINE_FEATURES)]
-    y = y.to(torch.float64)
-    y = y / y.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    g = y @ y.T
-    n = g.shape[0]
-    return (g.sum() - g.diagonal().sum()) / (n * (n - 1))
+    n = min(t.shape[0], _COSINE_SAMPLES)
+    y = t.detach()[:n].reshape(n, -1).to(torch.float64)
+    norms = torch.linalg.vector_norm(y, dim=1, keepdim=True)
+    nonzero = float((norms > 0).sum())
+    y = y / norms.clamp_min(1e-300)
+    total = y.sum(dim=0)
+    return (float(total @ total) - nonzero) / (n * (n - 1))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -562,6 +561,8 @@ class _Recorder:
         self.grad_cells: list[tuple[dict[str, Any], str]] = []
         self.keras_act_rows: dict[int, bool] = {}
         self.last: tuple[torch.Tensor, int, Any, Any] | None = None
+        self.acts: dict[int, Activation | None] = {}
+        self.kinds: dict[int, str] = {}
 
     def stats(self, t: torch.Tensor) -> tuple[Any, Any]:
         """std_mean of ``t``, reusing the previous call's output stats when ``t`` is that tensor,
@@ -590,11 +591,19 @@ class _Recorder:
         self.pending.setdefault(id(module), []).append(info)
 
     def activation_of(self, module: nn.Module) -> Activation | None:
-        if self.keras:
-            return None
-        if isinstance(module, nn.Identity) or not any(isinstance(module, c) for c in _MODULE_TYPES):
-            return None
-        return activation(module)
+        key = id(module)
+        if key not in self.acts:
+            act = None
+            if not self.keras and not isinstance(module, nn.Identity) and isinstance(module, _ACT_TYPES):
+                act = activation(module)
+            self.acts[key] = act
+        return self.acts[key]
+
+    def kind_of(self, module: nn.Module) -> str:
+        key = id(module)
+        if key not in self.kinds:
+            self.kinds[key] = _kind(module, self.keras)
+        return self.kinds[key]
 
     def post(self, path: str, module: nn.Module, leaf: bool, output: Any) -> None:
         stack = self.pending.get(id(module))
@@ -606,7 +615,7 @@ class _Recorder:
             return
         if self.keras_act_rows.pop(id(module), False):
             return  # rows already written by the activation wrapper
-        self._row(path, module, info, out, n, _kind(module, self.keras), self.activation_of(module))
+        self._row(path, module, info, out, n, self.kind_of(module), self.activation_of(module))
 
     def _row(
         self,
@@ -875,6 +884,8 @@ def _floatify(v: Any) -> Any:
 
 def _average(runs: list[list[dict[str, Any]]], what: str) -> list[dict[str, Any]]:
     first = runs[0]
+    if len(runs) == 1:
+        return first
     for k, r in enumerate(runs[1:], start=2):
         if [(row["path"], row.get("call")) for row in r] != [(row["path"], row.get("call")) for row in first]:
             raise ValueError(

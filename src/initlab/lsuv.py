@@ -11,8 +11,10 @@ Algorithm (one forward pass):
    sees the corrected signal. For ``nn.Linear``, ``nn.Conv*d`` and ``nn.ConvTranspose*d`` (exact types,
    no parametrization) output·s *is* the new layer's output; any other layer (a subclass overriding
    ``forward``, a parametrized weight) is re-run on the same input after the change, up to
-   ``max_iter`` times until within ``tol`` — and reported as ``"unscalable"`` (weight restored) when
-   rescaling its weight does not move its std, as for weight-standardized layers.
+   ``max_iter`` times until within ``tol`` (a secant step in log space, so saturating layers converge
+   too) — and reported as ``"unscalable"`` (weight restored) when rescaling its weight does not move
+   its std, as for weight-standardized layers and parametrized weights (``weight_norm``,
+   ``spectral_norm``), whose ``weight`` is recomputed from other tensors at every call.
 
 The reference package (``lsuv`` 0.3.0) instead runs one full forward pass per layer and attempt
 (2L−1 passes), in registration order, and measures a stored output that an in-place activation may

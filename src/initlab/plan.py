@@ -444,6 +444,9 @@ def _collect_sites(model: Any) -> tuple[list[ParamSite], list[str]]:
         elif ".parametrizations." in f".{name}":
             reason = ("a parametrization's tensor (torch.nn.utils.parametrize); initlab does not guess how it maps "
                       "to the layer's weight — a rule can initialize it")
+        elif seen_keras and isinstance(m, nn.ParameterDict):
+            reason = (f"Keras variable {name.rsplit('.', 1)[-1]!r} is not one initlab knows for its layer; a rule "
+                      "can initialize it")
         elif id(m) in known_modules:
             reason = (f"{type(m).__name__} is a {known_modules[id(m)]} layer, but initlab does not know its "
                       f"parameter {name.rsplit('.', 1)[-1]!r}; a rule can initialize it")

@@ -19,8 +19,9 @@ What. :func:`residual_init` changes only each branch's layers:
 
 Branches are found by :func:`find_residual_branches`, which traces the model with ``torch.fx`` and
 looks for additions ``a + b`` where ``a`` is an ancestor of ``b`` (``a`` is the skip, ``b`` the
-branch); the branch's last layer is the weight layer closest to the sum. Models fx cannot trace take
-``branches=[(block_name, last_layer_module), ...]`` or the last layers directly.
+branch); the branch's last layer is the weight layer closest to the sum (for an ``nn.MultiheadAttention``
+branch, its ``out_proj``). Models fx cannot trace (``nn.TransformerEncoderLayer`` among them) take the
+branches' last layers directly: ``branches=[layer, ...]``.
 """
 
 from __future__ import annotations
@@ -135,19 +136,30 @@ def find_residual_branches(
             continue
         inside = (set(anc_branch) | {branch}) - set(anc_skip) - {skip}
         found = sorted(
-            (n for n in inside if n.op == "call_module" and isinstance(modules.get(n.target), layers)),
+            (n for n in inside if n.op == "call_module"
+             and isinstance(modules.get(n.target), (*layers, nn.MultiheadAttention))),
             key=index.__getitem__,
         )
         if not found:
             continue
+        # An attention module is a leaf of the trace; its last weight layer is its output projection.
+        names_, mods_ = [], []
+        for n in found:
+            m = modules[n.target]
+            if isinstance(m, nn.MultiheadAttention):
+                names_.append(f"{n.target}.out_proj")
+                mods_.append(m.out_proj)
+            else:
+                names_.append(str(n.target))
+                mods_.append(m)
         stack = node.meta.get("nn_module_stack") or {}
         block_name = next(reversed(stack.values()))[0] if stack else ""
         out.append(
             ResidualBranch(
                 block_name=block_name or type(model).__name__,
                 block=modules.get(block_name) if block_name else None,
-                layer_names=tuple(str(n.target) for n in found),
-                layers=tuple(modules[n.target] for n in found),
+                layer_names=tuple(names_),
+                layers=tuple(mods_),
             )
         )
     return out

@@ -190,12 +190,17 @@ def expectation(
     return _out(_expect(_call(f, _grid(qa))), scalar)
 
 
-def _moments(act: Activation, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(E[φ(√q z)²], E[φ'(√q z)²]) for each q, with one call of φ and one of φ' (autograd)."""
+def _moments(act: Activation, q: np.ndarray, stein: bool = False) -> tuple[np.ndarray, ...]:
+    """(E[φ(√q z)²], E[φ'(√q z)²]) for each q, with one call of φ and one of φ' (autograd); with
+    ``stein=True`` also E[φ(√q z)²(z² − 1)] (= 2q·V'(q)/σ_w², from the same values)."""
     x = _grid(q)
     phi = _call(act.fn, x)
     dphi = _call(derivative(act.fn), x)
-    return _expect(phi * phi), _expect(dphi * dphi)
+    p2 = phi * phi
+    if stein:
+        z, _ = _rule_1d()
+        return _expect(p2), _expect(dphi * dphi), _expect(p2 * (z * z - 1))
+    return _expect(p2), _expect(dphi * dphi)
 
 
 def _refine_root(
@@ -313,7 +318,7 @@ def fixed_point(act: ActivationLike, sigma_w2: float, sigma_b2: float, q0: float
 
     ``0.0`` when the variance dies out (e.g. tanh with σ_b² = 0 and σ_w² ≤ 1), ``inf`` when it grows
     without bound (e.g. ReLU with σ_w² > 2), ``q0`` itself when every q is a fixed point (ReLU at
-    σ_w² = 2, σ_b² = 0). Found on a log grid of q, then refined by Brent's method.
+    σ_w² = 2, σ_b² = 0). Found on a log grid of q, then refined by vectorized bracketing and a secant step.
 
     >>> round(fixed_point("tanh", 1.76, 0.05), 3)
     0.569
@@ -338,7 +343,8 @@ def _q_star(vmap: VarianceMap, q: float | None, who: str) -> float:
 def chi1(act: ActivationLike, sigma_w2: float, sigma_b2: float, q: float | None = None) -> float:
     """χ₁ = σ_w²·E[φ'(√q* z)²], the slope of the correlation map at c = 1 (Poole et al. 2016, eq. 7).
 
-    χ₁ < 1: ordered phase; χ₁ > 1: chaotic; χ₁ = 1: edge of chaos. ``q`` defaults to the fixed point.
+    χ₁ < 1: ordered phase; χ₁ > 1: chaotic; χ₁ = 1: edge of chaos. ``q`` defaults to the fixed point
+    that layers fed unit-variance inputs reach (``fixed_point(..., q0=1)``); pass ``q`` for another.
 
     >>> round(chi1("tanh", 1.5, 0.05), 3)
     0.939
@@ -584,12 +590,13 @@ def critical_point(act: ActivationLike, sigma_b2: float = 0.05) -> CriticalPoint
 
     Parametrize by q*: a fixed point needs σ_w²(q) = (q − σ_b²)/E[φ(√q z)²], and then
     χ₁(q) = (q − σ_b²)·E[φ'(√q z)²]/E[φ(√q z)²]. Both are one vectorized pass over a log grid of q
-    (q > σ_b²); the first crossing χ₁(q) = 1 is refined by Brent's method. When χ₁(q) → 1 as q → σ_b²
-    (σ_b² = 0, odd φ such as tanh: the critical point has q* = 0) or χ₁ ≡ 1 (ReLU, σ_b² = 0), the
-    limit value is returned. Schoenholz et al. 2017 (Fig. 1): tanh at σ_b² = 0.05 gives σ_w² ≈ 1.76.
+    (q > σ_b²); the first crossing χ₁(q) = 1 at an attracting fixed point (V'(q) < 1) is refined.
+    When χ₁(q) → 1 as q → σ_b² (σ_b² = 0, odd φ such as tanh: the critical point has q* = 0) or
+    χ₁ ≡ 1 (ReLU, σ_b² = 0), the limit value is returned. Schoenholz et al. 2017 (Fig. 1): tanh at
+    σ_b² = 0.05 gives σ_w² ≈ 1.76. The basin [q_min, q_max] of q* is computed too.
 
     Raises ``ValueError`` when χ₁ never reaches 1 at a finite q* (e.g. ReLU or linear with σ_b² > 0,
-    whose edge of chaos σ_w² = 2 (1) is only approached as q* → ∞).
+    whose edge of chaos σ_w² = 2 (1) is only approached as q* → ∞), or only at repelling fixed points.
 
     >>> p = critical_point("tanh", 0.05)
     >>> round(p.sigma_w2, 2), round(p.q_star, 3), p.q_max
@@ -612,7 +619,11 @@ def _critical(act: ActivationLike, sigma_b2: float, basin: bool) -> CriticalPoin
             return sw, sw * d2
 
     q = sb + _CRIT_GRID * max(sb, 1.0)
-    sw, chi = sw_chi(q)
+    p2, d2, st = _moments(a, q, stein=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sw = (q - sb) / p2
+        chi = sw * d2
+        v_slope = sw * st / (2 * q)  # V'(q) on the grid: whether each fixed point attracts
     ok = np.isfinite(sw) & np.isfinite(chi) & (sw > 0)
     diff = np.where(ok, chi - 1.0, np.nan)
     first = int(np.argmax(ok)) if ok.any() else -1
@@ -638,7 +649,10 @@ def _critical(act: ActivationLike, sigma_b2: float, basin: bool) -> CriticalPoin
             )
         )
     unstable = []
-    for k in cross:
+    for i, k in enumerate(cross):
+        if i + 1 < len(cross) and min(v_slope[k], v_slope[k + 1]) > 1.0 + 1e-6:
+            unstable.append((float(sw[k]), float(q[k]), float(v_slope[k])))
+            continue  # plainly repelling at both ends of the bracket: no need to refine it
         q_crit = math.exp(_refine_root(lambda t: sw_chi(np.exp(t))[1] - 1.0, math.log(q[k]), math.log(q[k + 1])))
         sw_crit = float(sw_chi(np.array([q_crit]))[0][0])
         slope = float(VarianceMap(a, sw_crit, sb).slope(q_crit))

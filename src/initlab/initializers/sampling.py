@@ -49,8 +49,9 @@ def truncated_normal_(
 
     - both bounds within ±3σ and most of the mass inside (>= 0.3; Keras's ±2σ cut, 95.4 %): the
       inverse CDF in the tensor's own dtype, Z = √2·erfinv(U), U ~ U[erf(lo/√2), erf(hi/√2)) — four
-      in-place passes, no rejection and no index bookkeeping, ≈1.3× the cost of ``normal_`` (torch's
-      ``trunc_normal_`` redraws the whole tensor until nothing is out of range, ≈10–17× ``normal_``).
+      in-place passes, no rejection and no index bookkeeping, 1.3–2× the time of ``normal_`` (torch's
+      ``trunc_normal_`` redraws the whole tensor until nothing is out of range, 10–20× ``normal_``;
+      see benchmarks/bench_initializers.py).
       Within ±3σ the float32 grid of U maps to steps in Z below 10⁻⁵σ, so the law is exact to float
       rounding; a final clamp to the bounds rounded inward keeps every value inside [lo, hi];
     - other intervals holding >= 0.3 of the mass (e.g. torch's absolute ±2 with std 0.02, 100σ away):
