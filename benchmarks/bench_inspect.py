@@ -92,8 +92,18 @@ def main(argv: list[str] | None = None) -> int:
         ("MLP 50×256, torch default (subnormals), batch 256", mlp("default"), torch.randn(256, 256)),
         ("CNN 8×Conv2d(32, 3×3), 32×32, batch 64", cnn(), torch.randn(64, 3, 32, 32)),
     ]
-    table = Table(title=f"initlab.inspect vs plain forward+backward ({args.threads} threads, median of {args.repeats})")
-    for col in ("model", "plain (s)", "plain, flushed (s)", "inspect (s)", "inspect / plain", "inspect / plain flushed", "verdict"):
+    table = Table(
+        title=f"initlab.inspect vs plain forward+backward ({args.threads} threads, median of {args.repeats})"
+    )
+    for col in (
+        "model",
+        "plain (s)",
+        "plain, flushed (s)",
+        "inspect (s)",
+        "inspect / plain",
+        "inspect / plain flushed",
+        "verdict",
+    ):
         table.add_column(col, justify="left" if col in ("model", "verdict") else "right")
     rows = []
     for name, model, x in cases:
@@ -106,9 +116,26 @@ def main(argv: list[str] | None = None) -> int:
             ti.append(timed(lambda m=model, x=x: initlab.inspect(m, x, recommend=False)))
             tf.append(timed(lambda m=model, x=x: plain_flushed(m, x)))
         p, f, i = statistics.median(tp), statistics.median(tf), statistics.median(ti)
-        rows.append({"model": name, "plain_s": p, "plain_flushed_s": f, "inspect_s": i, "ratio": i / p, "ratio_flushed": i / f,
-                     "verdict": report.verdict})
-        table.add_row(name, f"{p:.4f}", f"{f:.4f}", f"{i:.4f}", f"{i / p:.2f}×", f"{i / f:.2f}×", ", ".join(report.verdict))
+        rows.append(
+            {
+                "model": name,
+                "plain_s": p,
+                "plain_flushed_s": f,
+                "inspect_s": i,
+                "ratio": i / p,
+                "ratio_flushed": i / f,
+                "verdict": report.verdict,
+            }
+        )
+        table.add_row(
+            name,
+            f"{p:.4f}",
+            f"{f:.4f}",
+            f"{i:.4f}",
+            f"{i / p:.2f}×",
+            f"{i / f:.2f}×",
+            ", ".join(report.verdict),
+        )
     Console().print(table)
     print("target: inspect / plain ≤ 1.5×; denormals flushed during inspect:", report.meta["flush_denormal"])
     if args.json:

@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import pytest
 import torch
-from test_inspect_models import batch, mlp
 from torch import nn
 
 import initlab
 from initlab.findings import FINDING_KINDS, expected_dead, judge
 from initlab.inspect import trends
+from test_inspect_models import batch, mlp
 
 
 def test_expected_dead_fraction_of_equicorrelated_relu_units():
@@ -30,11 +30,18 @@ def test_rules_are_depth_relative_not_absolute():
     shallow = initlab.inspect(mlp(3, nn.Tanh, "glorot", width=64), batch(n=64), recommend=False)
     assert shallow.verdict == ["healthy"]
     # Scale every ‖dL/dz‖ by 1e-9: absolute cut-offs would fire, a depth-relative rule must not.
-    tiny = replace(shallow, calls=[replace(c, grad_norm=None if c.grad_norm is None else c.grad_norm * 1e-9) for c in shallow.calls])
+    tiny = replace(
+        shallow,
+        calls=[
+            replace(c, grad_norm=None if c.grad_norm is None else c.grad_norm * 1e-9) for c in shallow.calls
+        ],
+    )
     tiny.trends = trends(tiny.calls, tiny.blocks)
     assert [f.kind for f in judge(tiny, recommend=False)] == ["healthy"]
     # A tighter tolerance flags the same model (Glorot tanh shrinks ‖dL/dz‖ ~×0.9 per layer).
-    strict = initlab.inspect(mlp(3, nn.Tanh, "glorot", width=64), batch(n=64), recommend=False, tolerance=1.01)
+    strict = initlab.inspect(
+        mlp(3, nn.Tanh, "glorot", width=64), batch(n=64), recommend=False, tolerance=1.01
+    )
     assert strict.verdict != ["healthy"]
 
 

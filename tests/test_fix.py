@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_inspect_models import KNOWN, batch, mlp
 
 import initlab
+from test_inspect_models import KNOWN, batch, mlp
 
 
 def _bytes(model: torch.nn.Module) -> dict[str, bytes]:
@@ -24,7 +24,7 @@ def test_fix_turns_the_unhealthy_cases_healthy(name):
     assert not dry.before.healthy and dry.after.healthy and dry.fixed
     assert dry.plan.preset == "auto" and all(f.fix is dry.plan for f in dry.before.findings)
     w0 = dry.diff[0]
-    assert w0.path == "0.weight" and w0.current_std == pytest.approx(float(model[0].weight.std()))
+    assert w0.path == "0.weight" and w0.current_std == pytest.approx(float(model[0].weight.detach().std()))
     assert w0.planned_std is not None and w0.factor == pytest.approx(w0.planned_std / w0.current_std)
     text = str(dry)
     assert "Plan diff" in text and "dry run" in text and "fixed" in text

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-from test_inspect_models import BATCH, KNOWN, WIDTH, batch, mlp
 from torch import nn
 
 import initlab
 from initlab.inspect import saturation_rule
+from test_inspect_models import BATCH, KNOWN, WIDTH, batch, mlp
 
 _REPORTS: dict[str, initlab.Report] = {}
 
@@ -109,7 +109,13 @@ def _manual_grads(model: nn.Sequential, x: torch.Tensor) -> list[float]:
 @pytest.mark.parametrize("inplace", [False, True])
 def test_grad_norm_is_the_gradient_wrt_each_call_output_also_with_inplace_relu(inplace):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(inplace=inplace), nn.Linear(32, 32), nn.ReLU(inplace=inplace), nn.Linear(32, 4))
+    model = nn.Sequential(
+        nn.Linear(8, 32),
+        nn.ReLU(inplace=inplace),
+        nn.Linear(32, 32),
+        nn.ReLU(inplace=inplace),
+        nn.Linear(32, 4),
+    )
     x = torch.randn(40, 8)
     r = initlab.inspect(model, x, recommend=False)
     ref = _manual_grads(model, x)
@@ -135,7 +141,11 @@ def test_saturation_rules_are_exact():
     c = 2 * math.acosh(math.sqrt(20))
     assert s.edges == pytest.approx((-c, c), abs=1e-9)
     relu = saturation_rule(initlab.activation("relu"))
-    assert relu.first_saturated and relu.edges == pytest.approx((0.0,), abs=1e-9) and relu.reference == pytest.approx(0.5)
+    assert (
+        relu.first_saturated
+        and relu.edges == pytest.approx((0.0,), abs=1e-9)
+        and relu.reference == pytest.approx(0.5)
+    )
     # A callable activation works too: x·sigmoid(x) (SiLU) via autograd; its reference is not ReLU's.
     silu = saturation_rule(initlab.activation(lambda t: t * torch.sigmoid(t)))
     z = torch.linspace(-20, 20, 4001, dtype=torch.float64)
@@ -233,11 +243,24 @@ def test_residual_stream_growth_is_measured():
 def test_small_cnn():
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv1d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv1d(16, 16, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, 10),
+        nn.Conv1d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
     )
     r = initlab.inspect(model, torch.randn(32, 1, 40), recommend=False)
-    assert [c.kind for c in r.calls] == ["layer", "activation", "layer", "activation", "other", "other", "layer"]
+    assert [c.kind for c in r.calls] == [
+        "layer",
+        "activation",
+        "layer",
+        "activation",
+        "other",
+        "other",
+        "layer",
+    ]
     assert r.trends.depth == 3 and r.layers[0].cosine is not None
     assert r.params[0].fan_in == 3
 

@@ -126,7 +126,12 @@ def test_flush_denormal_is_on_during_the_run_and_restored_after():
 
 def test_keras_state_is_restored(keras):
     model = keras.Sequential(
-        [keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.BatchNormalization(), keras.layers.Dense(2)]
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(2),
+        ]
     )
     before = [v.value.detach().clone() for v in model.variables]
     act = model.layers[0].activation

@@ -24,6 +24,7 @@ from .presets import register_preset
 from .report import Report, plot
 from .lsuv import LSUVResult, lsuv
 from .residual import find_residual_branches, residual_init
+from .tutorial import TutorialRow, tutorial_node, tutorial_table
 
 __version__ = "0.1.0"
 
@@ -61,5 +62,8 @@ __all__ = [
     "make_mlp",
     "run_demo",
     "train",
+    "TutorialRow",
+    "tutorial_node",
+    "tutorial_table",
     *_init_all,
 ]

@@ -126,7 +126,9 @@ def _significant(rate: float | None, se: float | None) -> bool:
     return abs(math.log(rate)) > 2 * (se or 0.0)
 
 
-def judge(report: Any, *, model: Any = None, x: Any = None, recommend: bool = True, tolerance: float = 10.0) -> list[Finding]:
+def judge(
+    report: Any, *, model: Any = None, x: Any = None, recommend: bool = True, tolerance: float = 10.0
+) -> list[Finding]:
     """Apply the rules of this module to a report; return the findings (``[healthy]`` if none fire)."""
     tr = report.trends
     calls = report.calls
@@ -217,7 +219,11 @@ def judge(report: Any, *, model: Any = None, x: Any = None, recommend: bool = Tr
             )
 
     # ---- saturation ----
-    acts = [c for c in calls if c.kind == "activation" and c.saturation is not None and c.saturation_ref is not None]
+    acts = [
+        c
+        for c in calls
+        if c.kind == "activation" and c.saturation is not None and c.saturation_ref is not None
+    ]
     sat = [c for c in acts if c.saturation - c.saturation_ref > SATURATION_EXCESS]
     if acts and sat and len(sat) >= SATURATION_SHARE * len(acts):
         mean_sat = sum(c.saturation for c in sat) / len(sat)
@@ -266,7 +272,12 @@ def judge(report: Any, *, model: Any = None, x: Any = None, recommend: bool = Tr
         )
 
     # ---- correlation collapse ----
-    if tr.cosine_first is not None and tr.cosine_last is not None and L >= 2 and tr.cosine_last >= COLLAPSE_COSINE:
+    if (
+        tr.cosine_first is not None
+        and tr.cosine_last is not None
+        and L >= 2
+        and tr.cosine_last >= COLLAPSE_COSINE
+    ):
         gap = 1.0 - tr.cosine_last
         bound = 1.0 / (tau * L * L)
         xi = tr.collapse_depth
@@ -286,7 +297,11 @@ def judge(report: Any, *, model: Any = None, x: Any = None, recommend: bool = Tr
                     },
                     f"different inputs become the same vector: mean cosine {tr.cosine_first:.3f} → "
                     f"{tr.cosine_last:.6f} over {L} layers"
-                    + (f" (depth scale ξ_c = {xi:.3g}; trainable depth ≈ 6ξ_c = {6 * xi:.3g})." if xi is not None and math.isfinite(xi) else "."),
+                    + (
+                        f" (depth scale ξ_c = {xi:.3g}; trainable depth ≈ 6ξ_c = {6 * xi:.3g})."
+                        if xi is not None and math.isfinite(xi)
+                        else "."
+                    ),
                 )
             )
 

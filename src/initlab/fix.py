@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .inspect import _discover, _devices, _Snapshot, inspect
+from .inspect import _devices, _discover, _Snapshot, inspect
 from .report import Report
 
 __all__ = ["DiffRow", "FixResult", "fix"]
@@ -79,7 +79,8 @@ class FixResult:
             )
         yield d
         t = Table(
-            title="Before / after" + (" (applied)" if self.applied else " (dry run: measured, then restored)"),
+            title="Before / after"
+            + (" (applied)" if self.applied else " (dry run: measured, then restored)"),
             header_style="bold",
         )
         for col in ("", "before", "after"):

@@ -347,10 +347,14 @@ class _Snapshot:
                     self.storage[id(t)] = t.data  # the tensor behind .data, in case someone swaps it
                     self.slots.append((m, kind, name, t, copy, t.grad, t.requires_grad))
         self.grad_values = {
-            id(t): t.grad.detach().clone() for (_, _, _, t, c, _, _) in self.slots if c is not None and t.grad is not None
+            id(t): t.grad.detach().clone()
+            for (_, _, _, t, c, _, _) in self.slots
+            if c is not None and t.grad is not None
         }
         self.training = [(m, m.training) for m in every]
-        self.hooks = [(m, dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks)) for m in every]
+        self.hooks = [
+            (m, dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks)) for m in every
+        ]
         self.rng = torch.get_rng_state()
         self.cuda = {}
         for d in devices:
@@ -370,6 +374,8 @@ class _Snapshot:
                         t.data = data
                     if t.requires_grad != req and t.is_leaf:
                         t.requires_grad_(req)
+                    # Always copied back: writes through .data do not bump the version counter,
+                    # so "unchanged" cannot be told cheaply and exactly.
                     t.copy_(copy)
                     if t.is_leaf:
                         t.grad = grad
@@ -378,7 +384,11 @@ class _Snapshot:
         for m, mode in self.training:
             m.training = mode
         for m, fwd, pre, bwd in self.hooks:
-            for store, orig in ((m._forward_hooks, fwd), (m._forward_pre_hooks, pre), (m._backward_hooks, bwd)):
+            for store, orig in (
+                (m._forward_hooks, fwd),
+                (m._forward_pre_hooks, pre),
+                (m._backward_hooks, bwd),
+            ):
                 if dict(store) != orig:
                     store.clear()
                     store.update(orig)
@@ -425,7 +435,9 @@ def _discover(model: Any) -> list[tuple[str, nn.Module, bool]]:
 
 def _own_params(module: nn.Module, keras: bool) -> list[tuple[str, torch.Tensor]]:
     if keras:
-        return [(v.path, v.value) for v in getattr(module, "weights", []) if isinstance(v.value, torch.Tensor)]
+        return [
+            (v.path, v.value) for v in getattr(module, "weights", []) if isinstance(v.value, torch.Tensor)
+        ]
     return [(n, p) for n, p in module._parameters.items() if p is not None]
 
 
@@ -587,7 +599,9 @@ class _Recorder:
                 info["saturation"] = saturation_rule(act).fraction(t)
                 if act.name in _ZERO_BELOW and t.dim() >= 2:
                     # kept (64 inputs) for the live-unit cosine, computed only if units turn out dead
-                    info["z_head"] = t.detach()[:_COSINE_SAMPLES].reshape(min(t.shape[0], _COSINE_SAMPLES), -1).clone()
+                    info["z_head"] = (
+                        t.detach()[:_COSINE_SAMPLES].reshape(min(t.shape[0], _COSINE_SAMPLES), -1).clone()
+                    )
         self.pending.setdefault(id(module), []).append(info)
 
     def activation_of(self, module: nn.Module) -> Activation | None:
@@ -664,22 +678,24 @@ class _Recorder:
 
         t.register_hook(hook)
 
-    def _block(self, path: str, module: nn.Module, info: dict[str, Any], out: torch.Tensor | None, n: int) -> None:
+    def _block(
+        self, path: str, module: nn.Module, info: dict[str, Any], out: torch.Tensor | None, n: int
+    ) -> None:
         t = info.get("t")
         if t is None or out is None or tuple(t.shape) != tuple(out.shape) or out.numel() < 2:
             return
         a, b = out.detach().to(torch.float64).flatten(), t.detach().to(torch.float64).flatten()
         # Pearson correlation of input and output elements: ~σ_in/σ_out for x + f(x), ~0 otherwise.
         ac, bc = a - a.mean(), b - b.mean()
-        corr = (ac @ bc) / (ac.norm() * bc.norm()).clamp_min(1e-300)
-        branch = (a - b).std() if t._version == info.get("version") else None
+        corr = float((ac @ bc) / (ac.norm() * bc.norm()).clamp_min(1e-300))
+        branch = float((a - b).std()) if t._version == info.get("version") else None
         self.blocks.append(
             {
                 "path": path,
                 "module": type(module).__name__,
                 "call": n,
                 "in_std": info["in_std"],
-                "out_std": a.std(),
+                "out_std": float(a.std()),
                 "branch_std": branch,
                 "correlation": corr,
                 "order": len(self.rows),
@@ -731,7 +747,9 @@ def _run_once(
                     lambda mod, a, kw, path=path, leaf=leaf: rec.pre(path, mod, leaf, a, kw), with_kwargs=True
                 )
             )
-            handles.append(m.register_forward_hook(lambda mod, a, o, path=path, leaf=leaf: rec.post(path, mod, leaf, o)))
+            handles.append(
+                m.register_forward_hook(lambda mod, a, o, path=path, leaf=leaf: rec.post(path, mod, leaf, o))
+            )
             if keras and leaf:
                 act = _keras_activation(m)
                 if act is not None:
@@ -823,7 +841,11 @@ def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
     gs, gse = _fit(g)
     dz = None
     if len(layers) >= 2 and g[0] is not None and g[-1] is not None:
-        dz = g[0] / g[-1] if g[-1] not in (0.0,) and math.isfinite(g[-1]) else (math.nan if g[0] == 0 else math.inf)
+        dz = (
+            g[0] / g[-1]
+            if g[-1] not in (0.0,) and math.isfinite(g[-1])
+            else (math.nan if g[0] == 0 else math.inf)
+        )
         if g[-1] == 0.0 and g[0] == 0.0:
             dz = math.nan
     zchange = None
@@ -871,15 +893,9 @@ def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
 
 
 def _devices(model: Any, x: Any) -> set[torch.device]:
-    devs = {p.device for p in model.parameters()}
+    devs = {p.device for p in dict.fromkeys(model.parameters())}
     devs |= {t.device for t in _all_float(x)}
     return devs
-
-
-def _floatify(v: Any) -> Any:
-    if isinstance(v, torch.Tensor):
-        return float(v)
-    return v
 
 
 def _average(runs: list[list[dict[str, Any]]], what: str) -> list[dict[str, Any]]:
@@ -949,7 +965,9 @@ def inspect(
     if not runs_in:
         raise ValueError("inspect: x is None and no batches= were given; pass an example input batch.")
     if not isinstance(tolerance, (int, float)) or not tolerance > 1:
-        raise ValueError(f"inspect: tolerance must be a number > 1 (a factor over the depth), got {tolerance!r}.")
+        raise ValueError(
+            f"inspect: tolerance must be a number > 1 (a factor over the depth), got {tolerance!r}."
+        )
     seed_list: list[int | None] = list(seeds) if seeds is not None else [None]
     if not seed_list:
         raise ValueError("inspect: seeds must be None or a non-empty sequence of ints, got [].")
@@ -967,7 +985,9 @@ def inspect(
             "to inspect. Inspect a model with at least one weight (Linear, Conv, Dense, …)."
         )
 
-    snap = _Snapshot(model, [(p, m) for p, m, _ in hooked], _devices(model, x if x is not None else runs_in[0][0]))
+    snap = _Snapshot(
+        model, [(p, m) for p, m, _ in hooked], _devices(model, x if x is not None else runs_in[0][0])
+    )
     flush_before = flush_denormal_state()
     torch.set_flush_denormal(True)
     flushed = flush_denormal_state()
@@ -978,8 +998,8 @@ def inspect(
                 if s is not None:
                     torch.manual_seed(int(s))
                 rec, grads, loss = _run_once(model, xb, loss_fn, tb, hooked, keras, params)
-                rows_runs.append([{k: _floatify(v) for k, v in r.items()} for r in rec.rows])
-                block_runs.append([{k: _floatify(v) for k, v in b.items()} for b in rec.blocks])
+                rows_runs.append(rec.rows)  # every statistic is already a Python float
+                block_runs.append(rec.blocks)
                 grad_runs.append({k: (None if v is None else float(v)) for k, v in grads.items()})
                 losses.append(float(loss))
         param_stats = _param_stats(model, params, hooked, keras, grad_runs)
@@ -1007,7 +1027,9 @@ def inspect(
     meta = {
         "model": type(model).__name__,
         "framework": "keras" if keras else "torch",
-        "loss": "sum of squares of the outputs" if loss_fn is None else f"loss_fn={getattr(loss_fn, '__name__', repr(loss_fn))}(output, target)",
+        "loss": "sum of squares of the outputs"
+        if loss_fn is None
+        else f"loss_fn={getattr(loss_fn, '__name__', repr(loss_fn))}(output, target)",
         "loss_value": float(np.mean(losses)),
         "runs": len(rows_runs),
         "batches": len(runs_in),
@@ -1087,19 +1109,25 @@ def _param_stats(
             owner.setdefault(id(p), (path, pname if keras else f"{path}.{pname}"))
     layout = "keras" if keras else "torch"
     out = []
+    fan_cache: dict[tuple[tuple[int, ...], str], int | None] = {}
     for name, p in params:
         mod, pretty = owner.get(id(p), ("", name))
         d = p.detach()
-        norm = float(_norm(d))
-        sm = _std_mean(d) if d.numel() else (0.0, 0.0)
+        n = d.numel()
+        sm = _std_mean(d) if n else (0.0, 0.0)
+        # ‖W‖² = Σw² = (n − 1)·std² + n·mean²: no second pass over the weights.
+        norm = math.sqrt(max((n - 1) * sm[0] ** 2 + n * sm[1] ** 2, 0.0)) if n > 1 else float(_norm(d))
         gvals = [r.get(id(p)) for r in grad_runs]
         g = float(np.mean(gvals)) if all(v is not None for v in gvals) else None
         fan_in = None
         if p.dim() >= 2:
-            try:
-                fan_in = fans(tuple(p.shape), layout).fan_in
-            except ValueError:
-                fan_in = None
+            key = (tuple(p.shape), layout)
+            if key not in fan_cache:
+                try:
+                    fan_cache[key] = int(fans(key[0], layout).fan_in)
+                except ValueError:
+                    fan_cache[key] = None  # a layout fans() does not know: reported as unknown (None)
+            fan_in = fan_cache[key]
         out.append(
             ParamStats(
                 name=pretty,

@@ -39,7 +39,7 @@ from .initializers import Initializer, get, serialize
 from .initializers.base import FLOAT_DTYPES
 from .keras_support import is_keras_layer, keras_layer_info, keras_layers
 from .modules import LayerInfo, module_info
-from .presets import Choice, ParamSite, PostStep, PresetContext, _get_preset
+from .presets import Choice, ParamSite, PostStep, PresetContext, _get_preset, resolve_options
 
 __all__ = ["Plan", "PlanEntry", "plan"]
 
@@ -141,7 +141,9 @@ def entry_seed(seed: int, path: str) -> int:
 
 @dataclass
 class Plan:
-    """The dry run of initializing ``model`` with ``preset`` (and ``rules``): see :func:`plan`."""
+    """The dry run of initializing ``model`` with ``preset`` (and ``rules``): see :func:`plan`.
+
+    ``options``: the preset options the call gave (checked; defaults not repeated)."""
 
     model: Any
     preset: str
@@ -149,13 +151,20 @@ class Plan:
     post_steps: list[PostStep] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     _params: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def _preset_label(self) -> str:
+        if not self.options:
+            return repr(self.preset)
+        return f"{self.preset!r} ({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
 
     # -- looking -------------------------------------------------------------------------------------
 
     def __repr__(self) -> str:
         left = sum(e.initializer is None for e in self.entries)
         steps = f", {len(self.post_steps)} post steps" if self.post_steps else ""
-        return (f"Plan(preset={self.preset!r}, {len(self._params)} parameters, {len(self.entries)} entries, "
+        opts = f", options={self.options!r}" if self.options else ""
+        return (f"Plan(preset={self.preset!r}{opts}, {len(self._params)} parameters, {len(self.entries)} entries, "
                 f"{left} left as is{steps})")
 
     def __len__(self) -> int:
@@ -176,7 +185,7 @@ class Plan:
         from rich.table import Table
         from rich.text import Text
 
-        t = Table(title=f"initlab plan: preset {self.preset!r}, {len(self._params)} parameters, "
+        t = Table(title=f"initlab plan: preset {self._preset_label()}, {len(self._params)} parameters, "
                         f"{sum(p.numel() for p in self._params.values()):,} values", show_lines=False)
         for col, kw in (("parameter path", {"no_wrap": True}), ("shape", {}), ("layout", {}),
                         ("fan_in", {"justify": "right"}), ("fan_out", {"justify": "right"}),
@@ -206,9 +215,10 @@ class Plan:
         return buf.getvalue().rstrip("\n")
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict: preset, entries (with serialized initializers), post steps, notes."""
+        """A JSON-friendly dict: preset, options, entries (with serialized initializers), post steps, notes."""
         return {
             "preset": self.preset,
+            "options": dict(self.options),
             "entries": [e.as_dict() for e in self.entries],
             "post_steps": [{"name": s.name, "why": s.why, "preset": s.preset} for s in self.post_steps],
             "notes": list(self.notes),
@@ -546,6 +556,7 @@ def plan(
     *,
     example_input: Any = None,
     rules: Mapping[Any, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Plan the initialization of every parameter of ``model`` — a dry run; :meth:`Plan.apply` does it.
 
@@ -558,14 +569,22 @@ def plan(
     path glob (``"*.out_proj.weight"``) or a parameter name (``"bias"``); the value is anything
     :func:`initlab.get` accepts, or ``None`` to leave the parameter as is. The first matching rule wins
     and the plan names it; a rule that matches nothing is an error.
+    ``options``: ``{name: value}`` for the preset's own options (:func:`initlab.presets.preset_options`
+    lists them), checked before anything runs: an unknown name or a bad value is an error naming the
+    option and what it accepts. ``auto`` has ``saturating`` (``"glorot"`` | ``"critical"``), ``smooth``
+    (``"gain"`` | ``"critical"``), ``sigma_b2`` (>= 0, default 0.05) and ``orthogonal`` (bool):
+    ``options={"saturating": "critical"}`` gives every layer followed by tanh/sigmoid-like φ
+    ``Critical(φ, sigma_b2)`` — σ_w² with χ₁ = 1 (Poole et al. 2016, Schoenholz et al. 2017) — where φ has
+    a usable critical point, and says in ``why`` what it did (or why it kept auto's usual choice).
     A parameter initlab does not understand is listed as left as is, with the reason.
     """
     spec = _get_preset(preset)
+    resolved = resolve_options(preset, options)
     if spec.needs_example_input and example_input is None:
         raise ValueError(f"example_input: preset {preset!r} runs the model on data; pass example_input=<a batch>.")
     sites, notes = _collect_sites(model)
     parsed = _parse_rules(rules) if rules is not None else []
-    ctx = PresetContext(model, sites, preset=preset, example_input=example_input)
+    ctx = PresetContext(model, sites, preset=preset, example_input=example_input, options=resolved)
     ctx.notes.extend(notes)
     ctx.ruled = {s.path for s in sites if any(match(s) for _, match, _ in parsed)}
     spec.fn(ctx)
@@ -581,7 +600,8 @@ def plan(
             choices = [Choice(None, why, None)]
         for ch in choices:
             entries.append(_entry(site, ch))
-    return Plan(model, preset, entries, list(ctx.post_steps), ctx.notes, params)
+    given = {k: resolved[k] for k in (options or {})}
+    return Plan(model, preset, entries, list(ctx.post_steps), ctx.notes, params, given)
 
 
 def _entry(site: ParamSite, ch: Choice) -> PlanEntry:

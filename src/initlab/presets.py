@@ -41,12 +41,33 @@ Built-in presets:
   sigmoid and linear layers (Glorot & Bengio 2010), orthogonal recurrent weights per gate (Saxe et al.
   2014) with LSTM forget bias 1 (Jozefowicz et al. 2015); true fans throughout (grouped and depthwise
   convolutions included).
+
+Options. A preset may declare typed options (:class:`PresetOption`, passed to :func:`register_preset`);
+``initlab.plan(model, preset, options={...})`` checks them before anything runs (an unknown name or a
+bad value is an error naming the option and what it accepts) and the preset reads them from
+``ctx.options``. ``preset_options(name)`` lists them. ``auto``'s options::
+
+    initlab.plan(model, preset="auto", example_input=x,
+                 options={"saturating": "critical", "smooth": "critical", "sigma_b2": 0.05, "orthogonal": True})
+
+- ``saturating``: ``"glorot"`` (default) or ``"critical"`` — layers followed by a tanh-like (tanh,
+  softsign, hardtanh) or sigmoid-like activation get ``Critical(φ, sigma_b2)``: σ_w² with χ₁ = 1 at the
+  fixed point q* (Poole et al. 2016; Schoenholz et al. 2017), and their biases N(0, σ_b²);
+- ``smooth``: ``"gain"`` (default) or ``"critical"`` — the same for GELU, SiLU, ELU, SELU, … layers;
+- ``sigma_b2`` (number ≥ 0, default 0.05): the bias variance the critical σ_w² is solved for;
+- ``orthogonal`` (bool, default False): scaled (delta-)orthogonal critical weights — dynamical isometry
+  (Pennington et al. 2017).
+
+Where φ has no usable critical point (none at this σ_b², only an unstable one, or one that inputs of
+mean square 1 do not reach — GELU, SiLU, Mish, softplus at σ_b² = 0.05), the layer keeps auto's usual
+choice and its ``why`` says so and why. Only dense and convolutional layers are covered (the mean-field
+theory's setting).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,12 +99,15 @@ from .initializers import (
 from .modules import LayerInfo, ParamInfo, Part
 
 __all__ = [
+    "AUTO_OPTIONS",
     "PRESETS",
     "ParamSite",
     "PostStep",
     "PresetContext",
+    "PresetOption",
     "PresetSpec",
     "preset_names",
+    "preset_options",
     "register_preset",
 ]
 
@@ -148,11 +172,14 @@ class Follow:
 class PresetContext:
     """What a preset function sees and records; see the module docstring for the protocol."""
 
-    def __init__(self, model: Any, sites: list[ParamSite], *, preset: str, example_input: Any = None) -> None:
+    def __init__(self, model: Any, sites: list[ParamSite], *, preset: str, example_input: Any = None,
+                 options: Mapping[str, Any] | None = None) -> None:
         self.model = model
         self.sites = sites
         self.preset = preset
         self.example_input = example_input
+        #: The running preset's options, checked and completed with their defaults (see PresetOption).
+        self.options: dict[str, Any] = dict(options or {})
         self.choices: dict[str, list[Choice]] = {}
         self.post_steps: list[PostStep] = []
         self.notes: list[str] = []
@@ -204,16 +231,24 @@ class PresetContext:
         """Leave ``site`` as it is (the plan lists it with ``why``)."""
         self.choices[site.path] = [Choice(None, why, None)]
 
-    def apply_preset(self, name: str) -> None:
-        """Run another registered preset on this context (its choices and post steps are kept)."""
+    def apply_preset(self, name: str, options: Mapping[str, Any] | None = None) -> None:
+        """Run another registered preset on this context (its choices and post steps are kept).
+
+        ``options`` are that preset's own options (checked like :func:`initlab.plan`'s; the rest take
+        their defaults), e.g. ``ctx.apply_preset("auto", options={"saturating": "critical"})``; while it
+        runs, ``ctx.options`` holds them, and the calling preset's options come back afterwards."""
         spec = _get_preset(name)
         if name in self._stack:
             raise ValueError(f"preset: {name!r} applies itself (via {' -> '.join(self._stack)}).")
+        resolved = resolve_options(name, options)
+        outer = self.options
         self._stack.append(name)
+        self.options = resolved
         try:
             spec.fn(self)
         finally:
             self._stack.pop()
+            self.options = outer
 
     def add_post_step(self, name: str, fn: Callable[[nn.Module], Any], why: str) -> None:
         """Attach ``fn(model)``, run by :meth:`Plan.apply` after all values are filled, in order."""
@@ -253,12 +288,69 @@ class PresetContext:
 # ---------------------------------------------------------------------------------------------------
 
 
+_KINDS = ("bool", "nonnegative")
+
+
+@dataclass(frozen=True)
+class PresetOption:
+    """One typed option of a preset: its ``name``, ``default`` and ``doc``, and what it accepts —
+    exactly one of the values in ``choices``, or a value of ``kind`` ``"bool"`` (True/False) or
+    ``"nonnegative"`` (a finite number >= 0, stored as float).
+
+    >>> PresetOption("saturating", "glorot", "what tanh layers get", choices=("glorot", "critical")).check("critical")
+    'critical'
+    """
+
+    name: str
+    default: Any
+    doc: str
+    choices: tuple[Any, ...] | None = None
+    kind: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"name: an option name must be an identifier string, got {self.name!r}.")
+        if (self.choices is None) == (self.kind is None):
+            raise ValueError(f"option {self.name!r}: give exactly one of choices=(...) or kind= (one of "
+                             f"{', '.join(map(repr, _KINDS))}); got choices={self.choices!r}, kind={self.kind!r}.")
+        if self.kind is not None and self.kind not in _KINDS:
+            raise ValueError(f"kind: option {self.name!r} has kind {self.kind!r}; valid kinds: "
+                             f"{', '.join(map(repr, _KINDS))}.")
+        if self.choices is not None and not self.choices:
+            raise ValueError(f"choices: option {self.name!r} needs at least one valid value.")
+        self.check(self.default)
+
+    @property
+    def valid(self) -> str:
+        """What the option accepts, in words."""
+        if self.choices is not None:
+            return "one of " + ", ".join(map(repr, self.choices))
+        return "True or False" if self.kind == "bool" else "a finite number >= 0"
+
+    def check(self, value: Any) -> Any:
+        """``value`` as the preset will see it; raises naming the option, the value and what is valid."""
+        bad = ValueError(f"options[{self.name!r}]: expected {self.valid}, got {value!r}.")
+        if self.choices is not None:
+            for c in self.choices:
+                if type(value) is type(c) and value == c:
+                    return c
+            raise bad
+        if self.kind == "bool":
+            if isinstance(value, bool):
+                return value
+            raise bad
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise bad
+        return float(value)
+
+
 @dataclass(frozen=True)
 class PresetSpec:
     name: str
     fn: Callable[[PresetContext], None]
     description: str = ""
     needs_example_input: bool = False
+    options: tuple[PresetOption, ...] = ()
 
 
 PRESETS: dict[str, PresetSpec] = {}
@@ -271,12 +363,15 @@ def register_preset(
     description: str = "",
     needs_example_input: bool = False,
     replace: bool = False,
+    options: Sequence[PresetOption] = (),
 ) -> Callable[[PresetContext], None]:
     """Make ``fn`` available as ``initlab.plan(model, preset=name)``.
 
     ``fn(ctx)`` records choices on a :class:`PresetContext` (see the module docstring);
     ``needs_example_input=True`` makes :func:`initlab.plan` reject a call without ``example_input``
-    before anything runs. Re-registering a name is an error unless ``replace=True``.
+    before anything runs. ``options``: the :class:`PresetOption` s the preset accepts; ``plan(...,
+    options={...})`` checks what it is given against them and ``fn`` reads ``ctx.options`` (every
+    declared name, defaults filled in). Re-registering a name is an error unless ``replace=True``.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name: a preset needs a non-empty string name, got {name!r}.")
@@ -284,13 +379,60 @@ def register_preset(
         raise TypeError(f"fn: expected a callable fn(ctx: PresetContext) -> None, got {type(fn).__name__}.")
     if name in PRESETS and not replace:
         raise ValueError(f"name: preset {name!r} is already registered; pass replace=True to redefine it.")
-    PRESETS[name] = PresetSpec(name, fn, description, needs_example_input)
+    opts = tuple(options)
+    for o in opts:
+        if not isinstance(o, PresetOption):
+            raise TypeError(f"options: expected PresetOption objects, got {type(o).__name__} ({o!r}).")
+    names = [o.name for o in opts]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"options: preset {name!r} declares {', '.join(map(repr, dup))} more than once.")
+    PRESETS[name] = PresetSpec(name, fn, description, needs_example_input, opts)
     return fn
 
 
 def preset_names() -> list[str]:
     """The registered preset names."""
     return list(PRESETS)
+
+
+def preset_options(name: str) -> dict[str, PresetOption]:
+    """The options preset ``name`` accepts, by name (empty for a preset without options).
+
+    >>> sorted(preset_options("auto"))
+    ['orthogonal', 'saturating', 'sigma_b2', 'smooth']
+    """
+    return {o.name: o for o in _get_preset(name).options}
+
+
+def _options_summary(spec: PresetSpec) -> str:
+    return "; ".join(f"{o.name!r} ({o.valid}, default {o.default!r})" for o in spec.options)
+
+
+def resolve_options(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` for preset ``name`` checked (:meth:`PresetOption.check`) and completed with the
+    defaults. Raises ``TypeError`` for a non-dict and ``ValueError`` for an unknown name or bad value,
+    naming it and listing what is valid."""
+    spec = _get_preset(name)
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"options: expected a dict {{option name: value}}, got {type(options).__name__} "
+                        f"({options!r}).")
+    declared = {o.name: o for o in spec.options}
+    unknown = [k for k in options if k not in declared]
+    if unknown:
+        if not declared:
+            with_opts = [p.name for p in PRESETS.values() if p.options]
+            raise ValueError(
+                f"options: preset {name!r} takes no options, got {', '.join(map(repr, unknown))}; presets with "
+                f"options: {', '.join(map(repr, with_opts)) or 'none'}."
+            )
+        raise ValueError(
+            f"options: preset {name!r} has no option {', '.join(map(repr, unknown))}; its options are "
+            f"{_options_summary(spec)}."
+        )
+    return {n: (o.check(options[n]) if n in options else o.default) for n, o in declared.items()}
 
 
 def _get_preset(name: str) -> PresetSpec:
@@ -587,8 +729,113 @@ def _for_activation(follow: Follow, layer_fans: Fans) -> tuple[Initializer, str]
             f"{lecun}")
 
 
+AUTO_OPTIONS: tuple[PresetOption, ...] = (
+    PresetOption("saturating", "glorot", "layers followed by a tanh-like (tanh, softsign, hardtanh) or sigmoid-like "
+                 "activation: 'glorot' (Glorot & Bengio 2010) or 'critical' (Critical(φ, sigma_b2): χ₁ = 1, "
+                 "Poole et al. 2016, Schoenholz et al. 2017; biases N(0, sigma_b2))",
+                 choices=("glorot", "critical")),
+    PresetOption("smooth", "gain", "layers followed by another smooth activation (GELU, SiLU, ELU, SELU, Mish, "
+                 "softplus, any callable): 'gain' (var g²/fan_in, g the forward gain) or 'critical' (as above)",
+                 choices=("gain", "critical")),
+    PresetOption("sigma_b2", 0.05, "the bias variance σ_b² the critical σ_w² is solved for (needs "
+                 "saturating='critical' or smooth='critical')", kind="nonnegative"),
+    PresetOption("orthogonal", False, "critical weights as scaled (delta-)orthogonal matrices with the same "
+                 "E[w²]: dynamical isometry, Pennington et al. 2017 (needs saturating='critical' or "
+                 "smooth='critical')", kind="bool"),
+)
+
+# Which auto option governs a layer followed by an activation of this family.
+_CRITICAL_OPTION = {"tanh": "saturating", "sigmoid": "saturating", "smooth": "smooth"}
+# Layer kinds the mean-field theory (dense: Poole et al. 2016; convolutions: Xiao et al. 2018) covers.
+_CRITICAL_KINDS = ("linear", "conv", "conv_transpose")
+
+
+def _auto_options(ctx: PresetContext) -> dict[str, Any]:
+    """auto's options from ``ctx.options`` (defaults for any missing), with the cross-option check:
+    ``sigma_b2`` or ``orthogonal`` away from its default needs a ``'critical'`` option to act on."""
+    opts = {o.name: ctx.options.get(o.name, o.default) for o in AUTO_OPTIONS}
+    if "critical" not in (opts["saturating"], opts["smooth"]):
+        for o in AUTO_OPTIONS[2:]:
+            if opts[o.name] != o.default:
+                raise ValueError(
+                    f"options[{o.name!r}]: {opts[o.name]!r} only tunes the layers auto gives Critical, and no "
+                    f"option asks for it (saturating={opts['saturating']!r}, smooth={opts['smooth']!r}); add "
+                    "saturating='critical' and/or smooth='critical', or drop it."
+                )
+    return opts
+
+
+@dataclass(frozen=True)
+class _CriticalChoice:
+    init: Initializer
+    sigma_b2: float
+    option: str
+    kernel_path: str
+
+
+def _auto_critical(ctx: PresetContext, site: ParamSite, follow: Follow, usual: Initializer, usual_why: str,
+                   opts: dict[str, Any], points: dict[Any, Any]) -> tuple[Initializer, str, _CriticalChoice | None]:
+    """``Critical(φ)`` for a kernel when an auto option asks for it and φ has a usable critical point;
+    else auto's ``usual`` choice, with a why that says what the option did (or why it did not act)."""
+    from . import theory
+    from .critical import Critical
+    from .plan import _init_label as _label
+
+    a = follow.activation
+    name = _CRITICAL_OPTION.get(a.family)
+    if name is None or opts[name] != "critical":
+        return usual, usual_why, None
+    tag = f"{name}='critical'"
+    kept = f"kept auto's {_label(usual)}: {usual_why}"
+    kind = site.layer.kind
+    if kind not in _CRITICAL_KINDS:
+        return usual, (f"{tag} not applied: the mean-field theory behind Critical covers dense and convolutional "
+                       f"layers, not a {kind} layer; {kept}"), None
+    sb = opts["sigma_b2"]
+    key = (a.label, a.fn, sb)
+    if key not in points:
+        try:
+            points[key] = theory.critical_point(a, sb)
+        except ValueError as err:
+            points[key] = err
+    point = points[key]
+    if isinstance(point, ValueError):
+        reason = str(point).removeprefix("act: ")
+        return usual, f"{tag} not applied: no usable edge of chaos ({reason}); {kept}", None
+    if not point.attracts(1.0):
+        return usual, (f"{tag} not applied: {a.label}'s critical point at σ_b² = {sb:g} (σ_w² = {point.sigma_w2:.4g}, "
+                       f"q* = {point.q_star:.4g}) does not attract inputs of mean square 1 (its basin is q in "
+                       f"[{point.q_min:.4g}, {point.q_max:.4g}]); {kept}"), None
+    orthogonal = opts["orthogonal"]
+    init = Critical(_critical_activation(a), sigma_b2=sb, sigma_w2=point.sigma_w2, orthogonal=orthogonal)
+    fan_in = site.info.fans["true"].fan_in
+    at = "every q" if math.isnan(point.q_star) else f"q* = {point.q_star:.4g}"
+    law = (f"scaled orthogonal with E[w²] = σ_w²/fan_in = {point.sigma_w2:.4g}/{fan_in} (dynamical isometry, "
+           "Pennington et al. 2017)" if orthogonal else f"N(0, σ_w²/fan_in = {point.sigma_w2:.4g}/{fan_in})")
+    why = (f"{tag}: followed by {a.label} ({follow.via}): edge of chaos, σ_w² = {point.sigma_w2:.4g} makes χ₁ = 1 "
+           f"at {at} with σ_b² = {sb:g} (Poole et al. 2016, Schoenholz et al. 2017); {law}; without the option "
+           f"auto would choose {_label(usual)}")
+    return init, why, _CriticalChoice(init, sb, name, site.path)
+
+
+def _critical_activation(a: Activation) -> Any:
+    """What to hand ``Critical``: the name when the name rebuilds the same φ (same label, parameters
+    included: a clean, serializable config), else the resolved :class:`Activation` itself."""
+    if a.name in _acts._NAMED and activation(a.name).label == a.label:
+        return a.name
+    return a
+
+
 def auto_preset(ctx: PresetContext) -> None:
-    """Activation-aware initialization with true fans; each choice says which activation it serves."""
+    """Activation-aware initialization with true fans; each choice says which activation it serves.
+
+    ``ctx.options`` (see :data:`AUTO_OPTIONS`): ``saturating='critical'`` / ``smooth='critical'`` give
+    layers followed by such activations ``Critical(φ, sigma_b2, orthogonal=...)`` and their biases
+    N(0, σ_b²), where φ has a critical point that inputs of mean square 1 reach; elsewhere auto's usual
+    choice stays, and the why says why."""
+    opts = _auto_options(ctx)
+    points: dict[Any, Any] = {}
+    critical: dict[int, _CriticalChoice] = {}
     for site in ctx.known_sites:
         layer, info = site.layer, site.info
         role, kind = info.role, layer.kind
@@ -614,6 +861,9 @@ def auto_preset(ctx: PresetContext) -> None:
                 continue
             follow = ctx.activation_after(site)
             init, why = _for_activation(follow, tf)
+            init, why, crit = _auto_critical(ctx, site, follow, init, why, opts, points)
+            if crit is not None:
+                critical[id(site.module)] = crit
             if layer.attrs.get("depthwise"):
                 why += f"; depthwise: true fan_in = ∏k = {tf.fan_in}"
             elif layer.attrs.get("groups", 1) > 1:
@@ -635,6 +885,13 @@ def auto_preset(ctx: PresetContext) -> None:
                     fans=None)
         else:
             ctx.leave(site, f"the auto preset has no rule for role {role!r} of {layer.type_name}")
+    for site in ctx.known_sites:  # the biases of critical layers: N(0, σ_b²), the σ_b² σ_w² was solved for
+        crit = critical.get(id(site.module))
+        if crit is None or site.info.role != "bias" or site.path in ctx.ruled:
+            continue
+        law = "zero (σ_b² = 0)" if crit.sigma_b2 == 0 else f"N(0, σ_b² = {crit.sigma_b2:g})"
+        ctx.set(site, crit.init, f"{crit.option}='critical': bias {law}, the σ_b² the critical σ_w² of "
+                f"{crit.kernel_path} was solved for (without the option: Zeros)", fans=None)
 
 
 def _auto_recurrent(ctx: PresetContext, site: ParamSite) -> None:
@@ -902,4 +1159,5 @@ def _keras_follow(layer: LayerInfo) -> Follow:
 register_preset("torch", torch_preset, description="what each module's reset_parameters draws")
 register_preset("keras", keras_preset, description="what Keras 3 gives the same architecture")
 register_preset("flax", flax_preset, description="Flax linen/nnx defaults: lecun_normal kernels, zero biases")
-register_preset("auto", auto_preset, description="activation-aware: He / gain / Glorot / orthogonal, with why")
+register_preset("auto", auto_preset, description="activation-aware: He / gain / Glorot / orthogonal, with why; "
+                "options saturating/smooth='critical' for edge-of-chaos layers", options=AUTO_OPTIONS)

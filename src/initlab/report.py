@@ -278,7 +278,11 @@ class Report:
             name = c.path if c.call == 1 else f"{c.path}#{c.call}"
             if c.depth is not None:
                 name = f"[bold]{name}[/bold] (L{c.depth})"
-            sat = "–" if c.saturation is None else f"{_fmt(c.saturation, True)} ({_fmt(c.saturation_ref, True)})"
+            sat = (
+                "–"
+                if c.saturation is None
+                else f"{_fmt(c.saturation, True)} ({_fmt(c.saturation_ref, True)})"
+            )
             t.add_row(
                 str(c.index),
                 name,
@@ -325,7 +329,10 @@ class Report:
             colour = "green" if f.kind == "healthy" else "red"
             fix = ""
             if f.fix is not None:
-                n = len(getattr(f.fix, "entries", None) or (f.fix.get("entries", []) if isinstance(f.fix, dict) else []))
+                n = len(
+                    getattr(f.fix, "entries", None)
+                    or (f.fix.get("entries", []) if isinstance(f.fix, dict) else [])
+                )
                 fix = f" → fix: initlab.plan(preset='auto') ({n} entries); initlab.fix(model, x, apply=True)"
             elif "fix_error" in f.evidence:
                 fix = f" (no fix: {f.evidence['fix_error']})"
@@ -345,7 +352,9 @@ class Report:
         )
 
     # ---- plots ----
-    def plot(self, path: str | os.PathLike[str] | None = None, *, theory: bool = False, label: str | None = None) -> Any:
+    def plot(
+        self, path: str | os.PathLike[str] | None = None, *, theory: bool = False, label: str | None = None
+    ) -> Any:
         """Signal propagation plot: std(z_ℓ) and ‖dL/dz_ℓ‖ against depth ℓ, log scale.
 
         ``theory=True`` overlays the mean-field prediction ``initlab.theory.predict_std`` for an
@@ -377,7 +386,10 @@ class Report:
         elif any(k not in ("layer", "activation") for k in kinds):
             others = sorted({c.module for c in seq if c.kind not in ("layer", "activation")})
             why = f"it has non-elementwise calls between layers: {', '.join(others)}"
-        elif kinds != ["layer", "activation"] * (len(layers) - 1) + ["layer"] and kinds != ["layer", "activation"] * len(layers):
+        elif kinds != ["layer", "activation"] * (len(layers) - 1) + ["layer"] and kinds != [
+            "layer",
+            "activation",
+        ] * len(layers):
             why = "its calls do not alternate weight layer, activation, weight layer, …"
         elif len({a.activation for a in acts}) != 1:
             why = f"it mixes activations {sorted({str(a.activation) for a in acts})}"
