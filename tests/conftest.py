@@ -5,8 +5,8 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 # Under pytest-xdist each worker gets one thread: two workers x two OpenMP threads on two cores
 # oversubscribe, and spin-waiting then makes small LAPACK calls (QR) ~100x slower.

@@ -240,8 +240,12 @@ def test_custom_presets_declare_options_and_pass_them_to_auto():
     with pytest.raises(ValueError, match=r"preset 'auto' has no option 'edge'"):
         register_preset("_test_opts_bad", lambda ctx: ctx.apply_preset("auto", options={"edge": 1}), replace=True)
         initlab.plan(m, "_test_opts_bad", example_input=x)
-    # Presets that start from auto without options (here: 'critical') see auto's defaults.
-    assert initlab.plan(m, "critical", example_input=x)["2.weight"].initializer_label == "HeUniform"
+    # A preset that starts from auto without options gets auto's defaults, whatever its own options are.
+    register_preset("_test_opts_plain", lambda ctx: ctx.apply_preset("auto"), needs_example_input=True,
+                    options=(PresetOption("saturating", "x", "same name, another preset", choices=("x",)),),
+                    replace=True)
+    plain = initlab.plan(m, "_test_opts_plain", example_input=x)
+    assert _labels(plain) == _labels(initlab.plan(m, "auto", example_input=x))
 
 
 def test_keras_dense_with_tanh_gets_critical(keras):

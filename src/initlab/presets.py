@@ -773,8 +773,8 @@ class _CriticalChoice:
     kernel_path: str
 
 
-def _auto_critical(ctx: PresetContext, site: ParamSite, follow: Follow, usual: Initializer, usual_why: str,
-                   opts: dict[str, Any], points: dict[Any, Any]) -> tuple[Initializer, str, _CriticalChoice | None]:
+def _auto_critical(site: ParamSite, follow: Follow, usual: Initializer, usual_why: str, opts: dict[str, Any],
+                   points: dict[Any, Any]) -> tuple[Initializer, str, _CriticalChoice | None]:
     """``Critical(φ)`` for a kernel when an auto option asks for it and φ has a usable critical point;
     else auto's ``usual`` choice, with a why that says what the option did (or why it did not act)."""
     from . import theory
@@ -792,13 +792,16 @@ def _auto_critical(ctx: PresetContext, site: ParamSite, follow: Follow, usual: I
         return usual, (f"{tag} not applied: the mean-field theory behind Critical covers dense and convolutional "
                        f"layers, not a {kind} layer; {kept}"), None
     sb = opts["sigma_b2"]
-    key = (a.label, a.fn, sb)
+    spec = _critical_activation(a)
+    # One solve per activation and σ_b² in a plan: a name says everything; any other φ by its function's
+    # identity (the function is kept in the cache, so its id cannot be reused meanwhile).
+    key = (spec, sb) if isinstance(spec, str) else (id(a.fn), sb)
     if key not in points:
         try:
-            points[key] = theory.critical_point(a, sb)
+            points[key] = (a.fn, theory.critical_point(a, sb))
         except ValueError as err:
-            points[key] = err
-    point = points[key]
+            points[key] = (a.fn, err)
+    point = points[key][1]
     if isinstance(point, ValueError):
         reason = str(point).removeprefix("act: ")
         return usual, f"{tag} not applied: no usable edge of chaos ({reason}); {kept}", None
@@ -807,7 +810,7 @@ def _auto_critical(ctx: PresetContext, site: ParamSite, follow: Follow, usual: I
                        f"q* = {point.q_star:.4g}) does not attract inputs of mean square 1 (its basin is q in "
                        f"[{point.q_min:.4g}, {point.q_max:.4g}]); {kept}"), None
     orthogonal = opts["orthogonal"]
-    init = Critical(_critical_activation(a), sigma_b2=sb, sigma_w2=point.sigma_w2, orthogonal=orthogonal)
+    init = Critical(spec, sigma_b2=sb, sigma_w2=point.sigma_w2, orthogonal=orthogonal)
     fan_in = site.info.fans["true"].fan_in
     at = "every q" if math.isnan(point.q_star) else f"q* = {point.q_star:.4g}"
     law = (f"scaled orthogonal with E[w²] = σ_w²/fan_in = {point.sigma_w2:.4g}/{fan_in} (dynamical isometry, "
@@ -861,7 +864,7 @@ def auto_preset(ctx: PresetContext) -> None:
                 continue
             follow = ctx.activation_after(site)
             init, why = _for_activation(follow, tf)
-            init, why, crit = _auto_critical(ctx, site, follow, init, why, opts, points)
+            init, why, crit = _auto_critical(site, follow, init, why, opts, points)
             if crit is not None:
                 critical[id(site.module)] = crit
             if layer.attrs.get("depthwise"):
@@ -887,8 +890,8 @@ def auto_preset(ctx: PresetContext) -> None:
             ctx.leave(site, f"the auto preset has no rule for role {role!r} of {layer.type_name}")
     for site in ctx.known_sites:  # the biases of critical layers: N(0, σ_b²), the σ_b² σ_w² was solved for
         crit = critical.get(id(site.module))
-        if crit is None or site.info.role != "bias" or site.path in ctx.ruled:
-            continue
+        if crit is None or site.info.role != "bias":
+            continue  # (a ruled bias is set too: the rule then names what it replaced, truthfully)
         law = "zero (σ_b² = 0)" if crit.sigma_b2 == 0 else f"N(0, σ_b² = {crit.sigma_b2:g})"
         ctx.set(site, crit.init, f"{crit.option}='critical': bias {law}, the σ_b² the critical σ_w² of "
                 f"{crit.kernel_path} was solved for (without the option: Zeros)", fans=None)
