@@ -4,14 +4,16 @@ Run:  .venv/bin/python benchmarks/bench_inspect.py [--repeats 7] [--threads 2] [
 
 Target (issue 4): inspect ≤ 1.5× a plain forward+backward (L = Σ y², ``loss.backward()``) on
   * a 50-layer ReLU MLP, width 256, batch 256 (He init: a healthy signal, no subnormals);
-  * the same MLP with PyTorch's default init U(±1/√fan_in): the signal vanishes, subnormal floats
-    appear, and a plain CPU forward+backward slows down (experiments.md: ~30×). inspect flushes
+  * the same MLP with N(0, 0.01²) weights: the signal shrinks ×0.01·√128 ≈ 0.11 per layer, falls
+    below float32's normal range (1.2e-38) after ~40 layers, and subnormal floats slow a plain CPU
+    forward+backward down (experiments.md: ~30×). inspect flushes
     denormals during its run (``torch.set_flush_denormal(True)``, restored after); the plain anchor is
     timed both as is and with flushing on, so the table shows both effects;
   * a small CNN: 8 × [Conv2d(32 ch, 3×3, pad 1) + ReLU] on 32×32 inputs, batch 64, global average
     pool, Linear(32, 10).
 The runs alternate (plain, inspect, plain, inspect, …) so machine noise hits both; the table gives the
-median of ``--repeats`` runs of each and the ratio of the medians. ``recommend=False``: the plan of a
+median of ``--repeats`` runs of each and the ratio of the medians, in wall time and in this process's
+CPU time (steadier on a shared machine, where other jobs stretch wall time). ``recommend=False``: the plan of a
 finding is not part of the measurement (healthy models make none anyway).
 """
 
@@ -40,6 +42,9 @@ def mlp(init: str, depth: int = 50, width: int = 256) -> nn.Sequential:
         lin = nn.Linear(width, width)
         if init == "he":
             nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
+            nn.init.zeros_(lin.bias)
+        elif init == "small":
+            nn.init.normal_(lin.weight, 0.0, 0.01)
             nn.init.zeros_(lin.bias)
         layers += [lin, nn.ReLU()]
     layers.append(nn.Linear(width, 10))
@@ -73,10 +78,11 @@ def plain_flushed(model: nn.Module, x: torch.Tensor) -> None:
         torch.set_flush_denormal(before)
 
 
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process)."""
+    t, c = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cases = [
         ("MLP 50×256, He, batch 256", mlp("he"), torch.randn(256, 256)),
-        ("MLP 50×256, torch default (subnormals), batch 256", mlp("default"), torch.randn(256, 256)),
+        ("MLP 50×256, N(0, 0.01²) (subnormals), batch 256", mlp("small"), torch.randn(256, 256)),
         ("CNN 8×Conv2d(32, 3×3), 32×32, batch 64", cnn(), torch.randn(64, 3, 32, 32)),
     ]
     table = Table(
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "inspect (s)",
         "inspect / plain",
         "inspect / plain flushed",
+        "CPU-time ratio",
         "verdict",
     ):
         table.add_column(col, justify="left" if col in ("model", "verdict") else "right")
@@ -115,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             tp.append(timed(lambda m=model, x=x: plain(m, x)))
             ti.append(timed(lambda m=model, x=x: initlab.inspect(m, x, recommend=False)))
             tf.append(timed(lambda m=model, x=x: plain_flushed(m, x)))
-        p, f, i = statistics.median(tp), statistics.median(tf), statistics.median(ti)
+        p, f, i = (statistics.median(w for w, _ in t) for t in (tp, tf, ti))
+        cpu = statistics.median(c for _, c in ti) / statistics.median(c for _, c in tp)
         rows.append(
             {
                 "model": name,
@@ -124,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 "inspect_s": i,
                 "ratio": i / p,
                 "ratio_flushed": i / f,
+                "cpu_ratio": cpu,
                 "verdict": report.verdict,
             }
         )
@@ -134,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{i:.4f}",
             f"{i / p:.2f}×",
             f"{i / f:.2f}×",
+            f"{cpu:.2f}×",
             ", ".join(report.verdict),
         )
-    Console().print(table)
+    Console(width=170).print(table)
     print("target: inspect / plain ≤ 1.5×; denormals flushed during inspect:", report.meta["flush_denormal"])
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

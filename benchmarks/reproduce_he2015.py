@@ -58,9 +58,13 @@ def init_cnn(model: nn.Module, scheme: str, seed: int) -> None:
 
 
 def dz_ratio(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    outs = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: (out.retain_grad(), outs.append(out)))
-             for m in model.modules() if isinstance(m, nn.Conv1d)]
+    outs: list[torch.Tensor] = []
+
+    def keep(module, inputs, out) -> None:
+        out.retain_grad()
+        outs.append(out)
+
+    hooks = [m.register_forward_hook(keep) for m in model.modules() if isinstance(m, nn.Conv1d)]
     F.cross_entropy(model(x), y).backward()
     for h in hooks:
         h.remove()
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="He et al. (2015) Fig. 3 analogues on MNIST-1D.")
     parser.add_argument("--quick", action="store_true", help="one seed, the 30-layer CNN only")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # small models: one thread is as fast, and robust when other processes compete
     start = time.perf_counter()
     data = load_dataset("mnist1d")
     seeds = (0,) if args.quick else (0, 1, 2)

@@ -73,3 +73,16 @@ def test_correlation_collapse_in_the_ordered_phase():
     f = r.finding("correlation_collapse")
     assert f is not None and f.evidence["one_minus_cosine_last"] < f.evidence["polynomial_bound"]
     assert f.evidence["depth_scale"] < 30 / 6
+
+
+def test_a_signal_that_underflows_to_zero_is_vanishing():
+    # ReLU with N(0, 0.01²): std shrinks ×0.01·√(64/2) ≈ 0.057 per layer and falls below float32's
+    # range (~1e-38; denormals are flushed during inspect) after ~30 layers: exact zeros, which a log
+    # fit cannot see, must still be called vanishing.
+    model = mlp(40, nn.ReLU, "n001", width=64)
+    with torch.no_grad():
+        model[-1].bias.fill_(0.5)  # a readout bias keeps the output, so dL/dz_L ≠ 0
+    r = initlab.inspect(model, batch(n=64), recommend=False)
+    assert r.trends.zero_act_layers and r.trends.zero_grad_layers
+    assert {"vanishing_gradients", "vanishing_activations"} <= set(r.verdict)
+    assert r.finding("vanishing_activations").evidence["zero_at_depth"][0] > 20

@@ -183,7 +183,7 @@ def test_tuple_and_dict_inputs_and_outputs():
     x, y = torch.randn(20, 6), torch.randn(20, 4)
     r1 = initlab.inspect(m, (x, y), recommend=False)
     r2 = initlab.inspect(m, {"x": x, "y": y}, recommend=False)
-    assert [c.path for c in r1.calls] == ["a", "b", "head"]
+    assert [c.path for c in r1.calls] == ["a", "b", "tanh()", "head"]
     assert [c.grad_norm for c in r1.calls] == pytest.approx([c.grad_norm for c in r2.calls])
     assert r1.meta["loss"] == "sum of squares of the outputs"
 
@@ -285,3 +285,55 @@ def test_keras_sequential_from_the_tutorial(keras):
     assert r.verdict == ["healthy"]
     assert all(torch.equal(a, v.value) for a, v in zip(before, model.weights, strict=True))
     assert model.layers[0].activation.__name__ == "tanh"
+
+
+def test_activations_called_as_functions_in_a_custom_forward():
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(16, 32)
+            self.b = nn.Linear(32, 32)
+            self.c = nn.Linear(32, 4)
+
+        def forward(self, x):
+            x = nn.functional.relu(self.a(x))
+            x = torch.tanh(self.b(x).relu_())
+            return self.c(nn.functional.leaky_relu(x, 0.2))
+
+    torch.manual_seed(0)
+    m = Custom()
+    x = torch.randn(64, 16)
+    r = initlab.inspect(m, x, recommend=False)
+    assert [(c.path, c.kind, c.activation) for c in r.calls] == [
+        ("a", "layer", None),
+        ("relu()", "activation", "relu"),
+        ("b", "layer", None),
+        ("relu_()", "activation", "relu"),
+        ("tanh()", "activation", "tanh"),
+        ("leaky_relu()", "activation", "leaky_relu(negative_slope=0.2)"),
+        ("c", "layer", None),
+    ]
+    assert r.meta["functional_activations"] is True
+    # The in-place relu_ is measured on its input before it overwrites it.
+    zb = m.b(nn.functional.relu(m.a(x))).detach()
+    assert r.calls[3].in_std == pytest.approx(float(zb.std()), rel=1e-5)
+    assert r.calls[3].saturation == pytest.approx(float((zb < 0).double().mean()), abs=1e-12)
+    # torch's Transformer layer calls its activation as a function, too.
+    enc = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+    rows = initlab.inspect(enc, torch.randn(8, 10, 32), recommend=False).calls
+    assert ("linear1", "layer") in [(c.path, c.kind) for c in rows]
+    assert any(c.kind == "activation" and c.activation == "relu" for c in rows)
+
+
+def test_statistics_survive_float32_underflow_and_overflow():
+    from initlab.inspect import _norm, _std_mean
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(200, 50, generator=g) + 0.3
+    for scale in (1e-30, 1e-20, 1.0, 1e20, 1e30):
+        t = base * scale  # squares leave float32's range at both ends
+        ref = t.double()
+        std, mean = _std_mean(t)
+        assert std == pytest.approx(float(ref.std()), rel=1e-5), scale
+        assert mean == pytest.approx(float(ref.mean()), rel=1e-5, abs=1e-5 * scale), scale
+        assert _norm(t) == pytest.approx(float(ref.norm()), rel=1e-5), scale

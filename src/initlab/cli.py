@@ -317,6 +317,9 @@ def compare_command(
     out: Path = typer.Option(Path("initlab-compare"), "--out", help="Output folder (rerun to resume)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip cells already in OUT/runs.jsonl."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    num_threads: int = typer.Option(1, "--threads", min=0,
+                                    help="torch threads while training; 0 = every available CPU (1 is fastest "
+                                         "for small MLPs)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results table as JSON."),
 ) -> None:
     """Train plain MLPs over a grid of inits × depths × activations × widths × seeds × optimizers.
@@ -333,7 +336,8 @@ def compare_command(
         seeds=tuple(_ints("seeds", seeds)), optimizers=tuple(_names(optimizers)),
         epochs=epochs, batch_size=batch_size, lr=lr, target=target,
     )
-    result = compare(grid, data, out, resume=resume, progress=progress and not as_json)
+    result = compare(grid, data, out, resume=resume, progress=progress and not as_json,
+                     num_threads=num_threads or None)
     if as_json:
         _print_json({"out_dir": str(result.out_dir), "ran": result.ran, "skipped": result.skipped,
                      "rows": result.rows})

@@ -7,9 +7,11 @@ calls and a tolerance factor τ (default 10):
 * **vanishing / exploding gradients** — the backward growth per layer ρ_g (fit of log ‖dL/dz_ℓ‖ on ℓ)
   compounds to ρ_g^(L−1), and the measured ratio ‖dL/dz₁‖/‖dL/dz_L‖ agrees: both below 1/τ is
   vanishing, both above τ exploding (Glorot & Bengio 2010; He et al. 2015, eq. 13). A non-finite
-  gradient anywhere is exploding.
+  gradient anywhere is exploding; a gradient of exactly 0 below a non-zero last layer is vanishing
+  (it fell below float range).
 * **vanishing / exploding activations** — the same on std(z_ℓ): the forward rate ρ_z^(L−1) and the
-  measured std(z_L)/std(z₁) both beyond τ (He et al. 2015, eq. 10).
+  measured std(z_L)/std(z₁) both beyond τ (He et al. 2015, eq. 10); std(z) of exactly 0 after a
+  non-zero first layer is vanishing, non-finite is exploding.
 * **saturation** — activation calls whose saturated fraction (|φ'(z)| < 5 % max|φ'|) exceeds the
   fraction the same activation has at z ~ N(0, 1) by more than 0.2; flagged when at least a quarter of
   the activation calls are so (Glorot & Bengio 2010, §3). Measured against the activation's own
@@ -56,6 +58,10 @@ FINDING_KINDS = (
 )
 
 SATURATION_EXCESS = 0.2
+_SIGMOID_NOTE = (
+    " A deep sigmoid net has no healthy scale: σ' ≤ ¼ and σ's mean ½ make every init either saturate or"
+    " lose the gradient (LeCun et al. 1998 advise a zero-mean activation such as tanh)."
+)
 SATURATION_SHARE = 0.25
 DEAD_EXCESS = 0.25
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(120)
@@ -157,6 +163,16 @@ def judge(
                 f"‖dL/dz‖ is not finite at {len(tr.nonfinite_grad_layers)} of {L} layers: the backward signal overflows.",
             )
         )
+    elif tr.zero_grad_layers:
+        out.append(
+            Finding(
+                "vanishing_gradients",
+                [names[d - 1] for d in tr.zero_grad_layers],
+                {**ev_g, "zero_at_depth": tr.zero_grad_layers},
+                f"‖dL/dz‖ is exactly 0 at {len(tr.zero_grad_layers)} of {L} layers while ‖dL/dz_L‖ = "
+                f"{ev_g['grad_norm_last']:.3g}: the backward signal vanished below float range.",
+            )
+        )
     elif gcum is not None and tr.dz_ratio is not None and _significant(tr.grad_rate, tr.grad_rate_se):
         if gcum < 1 / tau and tr.dz_ratio < 1 / tau:
             out.append(
@@ -196,6 +212,16 @@ def judge(
                 [names[d - 1] for d in tr.nonfinite_act_layers],
                 {**ev_z, "nonfinite_at_depth": tr.nonfinite_act_layers},
                 f"std(z) is not finite at {len(tr.nonfinite_act_layers)} of {L} layers: the forward signal overflows.",
+            )
+        )
+    elif tr.zero_act_layers:
+        out.append(
+            Finding(
+                "vanishing_activations",
+                [names[d - 1] for d in tr.zero_act_layers],
+                {**ev_z, "zero_at_depth": tr.zero_act_layers},
+                f"std(z) is exactly 0 at {len(tr.zero_act_layers)} of {L} layers (from {ev_z['z_std_first']:.3g} "
+                f"at layer 1): the forward signal vanished below float range.",
             )
         )
     elif zcum is not None and tr.z_std_change is not None and _significant(tr.z_std_rate, tr.z_std_rate_se):
@@ -240,7 +266,12 @@ def judge(
                     "max_saturation": max(c.saturation for c in sat),
                 },
                 f"{len(sat)} of {len(acts)} activation calls have |φ'(z)| < 5% of its maximum for "
-                f"{mean_sat:.0%} of units on average (at z ~ N(0,1): {sat[0].saturation_ref:.1%}).",
+                f"{mean_sat:.0%} of units on average (at z ~ N(0,1): {sat[0].saturation_ref:.1%})."
+                + (
+                    _SIGMOID_NOTE
+                    if (sat[0].activation or "").split("(")[0] in ("sigmoid", "hardsigmoid") and L > 5
+                    else ""
+                ),
             )
         )
 

@@ -27,6 +27,7 @@ during the run with ``torch.set_flush_denormal(True)``; the previous setting is 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .activations import _MODULE_TYPES, Activation, activation
+from torch.overrides import TorchFunctionMode
+
+from .activations import _FUNCTIONS, _MODULE_TYPES, Activation, activation
 from .quadrature import derivative
 
 __all__ = [
@@ -51,12 +54,12 @@ __all__ = [
 ]
 
 SATURATION_THRESHOLD = 0.05  # |φ'(z)| below 5 % of its maximum counts as saturated
-_COSINE_SAMPLES = 64  # inputs used for the mean pairwise cosine (O(n²·width); 64 keeps it ≪ a matmul)
-_RESIDUAL_CORRELATION = 0.2
+_COSINE_SAMPLES = 64  # inputs used for the mean pairwise cosine (2016 pairs; O(64·width) work)
+_RESIDUAL_CORRELATION = 0.2  # corr(in, out) above this marks a same-shape block as x + f(x)
 _ACT_TYPES = tuple(_MODULE_TYPES)
 _DEAD_CHECK = 0.25  # the dead-unit rule (findings.DEAD_EXCESS) can only fire above this fraction
 _ZERO_BELOW = {"relu", "relu6"}  # φ(z) = 0 for z ≤ 0: a unit is dead when z ≤ 0 for the whole batch
-_GAP_FLOOR = 1e-12  # 1 − cosine below this is float64 round-off of identical vectors  # corr(in, out) above this marks a same-shape block as x + f(x)
+_GAP_FLOOR = 1e-12  # 1 − cosine below this is float64 round-off of identical vectors
 _NORM_TYPES: tuple[type, ...] = (
     nn.modules.batchnorm._NormBase,
     nn.LayerNorm,
@@ -149,11 +152,17 @@ class Trends:
     Rates are per layer: ``z_std_rate`` = exp(b) for the least-squares fit log std(z_ℓ) ≈ a + b·ℓ
     (forward growth per layer), ``grad_rate`` = exp(−b) for the fit of log ‖dL/dz_ℓ‖ (backward growth
     per layer: the factor by which the gradient is multiplied on its way back through one layer; < 1
-    vanishing, > 1 exploding); ``*_se`` are the standard errors of the slopes b (log units). ``dz_ratio`` = ‖dL/dz₁‖ / ‖dL/dz_L‖. ``cosine_first``/``cosine_last`` are the
-    mean cosines at the first and the last hidden layer (the readout is left out when L ≥ 3); ``collapse_rate`` is the fitted per-layer factor of
-    (1 − cosine) over the second half of the layers and ``collapse_depth`` the depth scale
-    ξ_c = −1/log(collapse_rate) (Schoenholz et al. 2017: 1 − c_ℓ ∝ exp(−ℓ/ξ_c); inf if not shrinking). ``residual_rate`` is the per-block growth of the residual stream's std and
+    vanishing, > 1 exploding); ``*_se`` are the standard errors of the slopes b (log units).
+    ``z_std_change`` = std(z_L)/std(z₁) and ``dz_ratio`` = ‖dL/dz₁‖ / ‖dL/dz_L‖.
+    ``cosine_first``/``cosine_last`` are the mean cosines at the first and the last hidden layer (the
+    readout is left out when L ≥ 3); ``collapse_rate`` is the fitted per-layer factor of (1 − cosine)
+    over the second half of the layers and ``collapse_depth`` the depth scale ξ_c = −1/log(collapse_rate)
+    (Schoenholz et al. 2017: 1 − c_ℓ ∝ exp(−ℓ/ξ_c); inf if not shrinking). ``residual_rate`` is the
+    per-block growth of the residual stream's std and
     ``residual_growth`` its last/first ratio (None without residual blocks).
+    ``nonfinite_grad_layers``/``nonfinite_act_layers`` list the depths where ‖dL/dz‖ or std(z)
+    overflowed; ``zero_grad_layers``/``zero_act_layers`` those where it underflowed to exactly 0 while
+    the last layer's gradient (first layer's std) is positive — a signal that vanished below float range.
     """
 
     depth: int
@@ -172,6 +181,8 @@ class Trends:
     residual_growth: float | None
     nonfinite_grad_layers: list[int] = field(default_factory=list)
     nonfinite_act_layers: list[int] = field(default_factory=list)
+    zero_grad_layers: list[int] = field(default_factory=list)
+    zero_act_layers: list[int] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,13 +205,14 @@ class SaturationRule:
     reference: float
     max_slope: float
 
-    def fraction(self, z: torch.Tensor) -> float:
+    def fraction(self, z: torch.Tensor, scratch: torch.Tensor | None = None) -> float:
         """Fraction of the elements of ``z`` in the saturated set.
 
         With S_e = Σ sign(z − e) for each edge e₁ < … < e_k, the count below e₁ is (n − S₁)/2, between
         e_i and e_{i+1} it is (S_i − S_{i+1})/2 and above e_k it is (n + S_k)/2 (an element exactly on
         an edge counts ½ on each side — a null event for continuous z). Float sign-sums are several
-        times faster on CPU than boolean masks and exact in float64 up to 2⁵³ elements.
+        times faster on CPU than boolean masks and exact in float64 up to 2⁵³ elements. ``scratch``, a
+        tensor of z's shape and dtype, receives the signs (no allocation in the middle of a forward).
         """
         z = z.detach()
         n = float(max(z.numel(), 1))
@@ -208,7 +220,15 @@ class SaturationRule:
             return 1.0 if self.first_saturated else 0.0
         # ±1 sums are exact in float32 below 2²⁴ elements; beyond, accumulate in float64.
         acc = None if z.numel() < 2**24 and z.dtype == torch.float32 else torch.float64
-        sums = [float(torch.sign(z if e == 0.0 else z - e).sum(dtype=acc)) for e in self.edges]
+        sums = []
+        for e in self.edges:
+            if scratch is None:
+                sg = torch.sign(z if e == 0.0 else z - e)
+            elif e == 0.0:
+                sg = torch.sign(z, out=scratch)
+            else:
+                sg = torch.sign(torch.sub(z, e, out=scratch), out=scratch)
+            sums.append(float(sg.sum(dtype=acc)))
         counts = [(n - sums[0]) / 2]
         counts += [(sums[i] - sums[i + 1]) / 2 for i in range(len(sums) - 1)]
         counts.append((n + sums[-1]) / 2)
@@ -512,9 +532,9 @@ def _std_mean(t: torch.Tensor) -> tuple[float, float]:
     """(std, mean) of all elements, unbiased (n − 1), as Python floats.
 
     One pass: mean = Σx/n and var = (Σx² − n·mean²)/(n − 1) with Σx² = x·x (BLAS) and the final
-    arithmetic in float64 — several times faster on CPU than ``torch.std_mean``. Where that loses
-    digits — mean² > 100·var, or float32 overflow of Σx² for activations beyond ~1e19 — it recomputes
-    two-pass in float64.
+    arithmetic in float64 — several times faster on CPU than ``torch.std_mean``. Σx² is taken in
+    float64 when float32 squares overflow or underflow; where the one-pass formula loses digits
+    (mean² > 100·var) it recomputes two-pass in float64.
     """
     d = t.detach()
     n = d.numel()
@@ -524,6 +544,10 @@ def _std_mean(t: torch.Tensor) -> tuple[float, float]:
         flat = d.reshape(-1)
         s1 = float(flat.sum())  # torch's CPU sum is cascaded: float32 keeps ~1e-7 relative
         s2 = float(torch.dot(flat, flat))
+        if not (math.isfinite(s2) and s2 > 1e-20 * n):
+            # Squares overflow (elements beyond ~1e19) or underflow (below ~1e-19) in float32:
+            # one float64 norm, the squares accumulated in float64.
+            s2 = float(torch.linalg.vector_norm(flat, dtype=torch.float64)) ** 2
         mean = s1 / n
         var = (s2 - n * mean * mean) / (n - 1)
         if math.isfinite(s2) and math.isfinite(s1) and var >= 0 and var * 100 >= mean * mean:
@@ -534,28 +558,108 @@ def _std_mean(t: torch.Tensor) -> tuple[float, float]:
 
 
 def _norm(t: torch.Tensor) -> float:
-    """‖t‖₂ in the tensor's precision, in float64 when float32 overflows (‖g‖² beyond 3.4e38)."""
+    """‖t‖₂ in the tensor's precision; in float64 when float32 overflows (‖g‖² beyond 3.4e38) or may
+    have underflowed (‖g‖ < 1e-10: squares of elements below ~1e-19 leave float32's normal range)."""
     g = t.detach()
     v = float(torch.linalg.vector_norm(g))
-    if not math.isfinite(v) and bool(torch.isfinite(g).all()):
+    if (not math.isfinite(v) and bool(torch.isfinite(g).all())) or v < 1e-10:
         v = float(torch.linalg.vector_norm(g, dtype=torch.float64))
     return v
 
 
-def _cosine(t: torch.Tensor) -> float | None:
+def _cosine(t: torch.Tensor, scratch: dict[tuple[Any, ...], torch.Tensor] | None = None) -> float | None:
     """Mean cosine similarity between different inputs' (flattened) representations, over the first
     64 inputs: with unit rows ŷ_i, Σ_{i≠j} ŷ_i·ŷ_j = ‖Σ_i ŷ_i‖² − Σ_i ‖ŷ_i‖², so no Gram matrix is
     needed (O(n·D), in float64 so that 1 − cosine resolves down to ~1e-14). All-zero rows count as
-    orthogonal to every other row."""
+    orthogonal to every other row. ``scratch`` caches the float64 work buffer by shape."""
     if t.dim() < 1 or t.shape[0] < 2:
         return None
     n = min(t.shape[0], _COSINE_SAMPLES)
-    y = t.detach()[:n].reshape(n, -1).to(torch.float64)
+    src = t.detach()[:n].reshape(n, -1)
+    key = (tuple(src.shape), src.device)
+    y = None if scratch is None else scratch.get(key)
+    if y is None:
+        y = torch.empty(src.shape, dtype=torch.float64, device=src.device)
+        if scratch is not None:
+            scratch[key] = y
+    y.copy_(src)
     norms = torch.linalg.vector_norm(y, dim=1, keepdim=True)
     nonzero = float((norms > 0).sum())
-    y = y / norms.clamp_min(1e-300)
-    total = y.sum(dim=0)
+    total = torch.div(y, norms.clamp_min(1e-300), out=y).sum(dim=0)
     return (float(total @ total) - nonzero) / (n * (n - 1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Activations called as functions (F.relu, torch.tanh, x.relu_(), …) inside custom forwards
+# --------------------------------------------------------------------------------------------------
+
+
+def _function_table() -> dict[Any, str]:
+    table: dict[Any, str] = dict(_FUNCTIONS)
+    F = torch.nn.functional
+    for fn, name in (
+        (torch.Tensor.relu, "relu"),
+        (torch.Tensor.relu_, "relu"),
+        (torch.relu_, "relu"),
+        (F.relu_, "relu"),
+        (torch.Tensor.tanh, "tanh"),
+        (torch.Tensor.tanh_, "tanh"),
+        (torch.tanh_, "tanh"),
+        (torch.Tensor.sigmoid, "sigmoid"),
+        (torch.Tensor.sigmoid_, "sigmoid"),
+        (torch.sigmoid_, "sigmoid"),
+        (F.elu_, "elu"),
+        (F.leaky_relu_, "leaky_relu"),
+        (F.hardtanh_, "hardtanh"),
+    ):
+        table[fn] = name
+    table.pop(torch.exp, None)  # exp is an activation only by name; as a function it is everywhere
+    table.pop(torch.sin, None)
+    return table
+
+
+_FUNCTION_TABLE = _function_table()
+_PARAM_NAMES = {"leaky_relu": "negative_slope", "elu": "alpha"}
+
+
+class _FunctionalActivations(TorchFunctionMode):
+    """Records elementwise activations called as functions in a model's own code, as activation rows
+    named ``<module path>.<function>()``; calls inside activation modules and inside initlab's own
+    hooks pass straight through."""
+
+    def __init__(self, rec: _Recorder):
+        super().__init__()
+        self.rec = rec
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        rec = self.rec
+        try:
+            name = _FUNCTION_TABLE.get(func)
+        except TypeError:  # an unhashable callable
+            name = None
+        if (
+            name is None
+            or rec.busy
+            or rec.inside_act
+            or not args
+            or not isinstance(args[0], torch.Tensor)
+            or not args[0].is_floating_point()
+        ):
+            return func(*args, **kwargs)
+        return rec.functional(func, name, args, kwargs)
+
+
+def _needs_function_mode(model: Any, keras: bool) -> bool:
+    """Custom forward code (a class outside torch.nn) or torch's Transformer layers, which call their
+    activation as a function, may hide activations from module hooks."""
+    if keras:
+        return True
+    for m in model.modules():
+        mod = type(m).__module__
+        if not mod.startswith("torch.nn.modules") or isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -574,7 +678,21 @@ class _Recorder:
         self.keras_act_rows: dict[int, bool] = {}
         self.last: tuple[torch.Tensor, int, Any, Any] | None = None
         self.acts: dict[int, Activation | None] = {}
+        self.buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+        self.busy = False  # True while initlab's own statistics run (not to be recorded)
+        self.inside_act = 0  # > 0 inside an activation module (its F.* call is that module's row)
+        self.stack: list[str] = []
+        self.fcalls: dict[str, int] = {}
         self.kinds: dict[int, str] = {}
+
+    def scratch(self, t: torch.Tensor) -> torch.Tensor:
+        """A reusable buffer shaped like ``t``: elementwise temporaries in the middle of a forward would
+        otherwise each take fresh memory (page faults dominate their cost on CPU)."""
+        key = (tuple(t.shape), t.dtype, t.device)
+        buf = self.buffers.get(key)
+        if buf is None:
+            buf = self.buffers[key] = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+        return buf
 
     def stats(self, t: torch.Tensor) -> tuple[Any, Any]:
         """std_mean of ``t``, reusing the previous call's output stats when ``t`` is that tensor,
@@ -588,6 +706,16 @@ class _Recorder:
 
     # ---- forward ----
     def pre(self, path: str, module: nn.Module, leaf: bool, args: tuple, kwargs: dict) -> None:
+        self.stack.append(path)
+        if leaf and self.activation_of(module) is not None:
+            self.inside_act += 1
+        self.busy = True
+        try:
+            self._pre(path, module, leaf, args, kwargs)
+        finally:
+            self.busy = False
+
+    def _pre(self, path: str, module: nn.Module, leaf: bool, args: tuple, kwargs: dict) -> None:
         t = _first_float((args, kwargs))
         info: dict[str, Any] = {"t": t}
         if t is not None:
@@ -596,7 +724,7 @@ class _Recorder:
             info["version"] = t._version
             act = self.activation_of(module) if leaf else None
             if act is not None:
-                info["saturation"] = saturation_rule(act).fraction(t)
+                info["saturation"] = saturation_rule(act).fraction(t, self.scratch(t))
                 if act.name in _ZERO_BELOW and t.dim() >= 2:
                     # kept (64 inputs) for the live-unit cosine, computed only if units turn out dead
                     info["z_head"] = (
@@ -620,6 +748,45 @@ class _Recorder:
         return self.kinds[key]
 
     def post(self, path: str, module: nn.Module, leaf: bool, output: Any) -> None:
+        if self.stack:
+            self.stack.pop()
+        if leaf and self.activation_of(module) is not None:
+            self.inside_act -= 1
+        self.busy = True
+        try:
+            self._post(path, module, leaf, output)
+        finally:
+            self.busy = False
+
+    def functional(self, func: Any, name: str, args: tuple, kwargs: dict) -> Any:
+        """An activation called as a function: one activation row around the call."""
+        z = args[0]
+        pname = _PARAM_NAMES.get(name)
+        param = kwargs.get(pname) if pname else None
+        if pname and param is None and len(args) > 1 and isinstance(args[1], (int, float)) and not isinstance(args[1], bool):
+            param = args[1]
+        act = activation(name, float(param)) if param is not None else activation(name)
+        path = f"{self.stack[-1] if self.stack else ''}.{getattr(func, '__name__', name)}()".lstrip(".")
+        self.busy = True
+        try:
+            info: dict[str, Any] = {"t": z, "in_shape": tuple(z.shape)}
+            info["in_std"], info["in_mean"] = self.stats(z)
+            info["saturation"] = saturation_rule(act).fraction(z, self.scratch(z))
+            if act.name in _ZERO_BELOW and z.dim() >= 2:
+                info["z_head"] = z.detach()[:_COSINE_SAMPLES].reshape(min(z.shape[0], _COSINE_SAMPLES), -1).clone()
+        finally:
+            self.busy = False
+        out = func(*args, **kwargs)
+        self.busy = True
+        try:
+            n = self.fcalls[path] = self.fcalls.get(path, 0) + 1
+            yt = out if isinstance(out, torch.Tensor) and out.is_floating_point() else None
+            self._row(path, None, info, yt, n, "activation", act, module_name=getattr(func, "__name__", name))
+        finally:
+            self.busy = False
+        return out
+
+    def _post(self, path: str, module: nn.Module, leaf: bool, output: Any) -> None:
         stack = self.pending.get(id(module))
         info = stack.pop() if stack else {"t": None}
         n = self.calls[id(module)] = self.calls.get(id(module), 0) + 1
@@ -660,12 +827,12 @@ class _Recorder:
             row["out_std"], row["out_mean"] = self.stats(out)
             if kind == "activation" and out.dim() >= 1 and out.shape[0] >= 1:
                 # a unit is dead when max over the batch of |output| is 0 (amax: no slow boolean reductions)
-                alive = out.detach().abs().amax(dim=0) > 0
+                alive = torch.abs(out.detach(), out=self.scratch(out)).amax(dim=0) > 0
                 row["dead"] = dead = 1.0 - float(alive.sum()) / max(alive.numel(), 1)
                 if dead > _DEAD_CHECK and "z_head" in info:
-                    row["live_cosine"] = _cosine(info["z_head"] * alive.reshape(-1).to(info["z_head"].dtype))
+                    row["live_cosine"] = _cosine(info["z_head"] * alive.reshape(-1).to(info["z_head"].dtype), self.buffers)
             if kind == "layer":
-                row["cosine"] = _cosine(out)
+                row["cosine"] = _cosine(out, self.buffers)
             if out.requires_grad:
                 self._grad_hook(out, row)
         self.rows.append(row)
@@ -708,6 +875,13 @@ class _Recorder:
         orig = layer.activation
 
         def wrapped(z: Any) -> Any:
+            self.busy = True
+            try:
+                return measured(z)
+            finally:
+                self.busy = False
+
+        def measured(z: Any) -> Any:
             stack = self.pending.get(id(layer))
             info = stack[-1] if stack else {"t": None}
             n = self.calls.get(id(layer), 0) + 1
@@ -716,10 +890,16 @@ class _Recorder:
             if zt is not None:
                 a_info["in_shape"] = tuple(zt.shape)
                 a_info["in_std"], a_info["in_mean"] = self.stats(zt)
-                a_info["saturation"] = saturation_rule(act).fraction(zt)
+                a_info["saturation"] = saturation_rule(act).fraction(zt, self.scratch(zt))
             if _kind(layer, True) == "layer":
                 self._row(path, layer, info, zt, n, "layer", None)
-            y = orig(z)
+            self.inside_act += 1
+            self.busy = False
+            try:
+                y = orig(z)
+            finally:
+                self.inside_act -= 1
+                self.busy = True
             yt = y if isinstance(y, torch.Tensor) and y.is_floating_point() else None
             self._row(f"{path}.activation", None, a_info, yt, n, "activation", act, module_name=act.label)
             self.keras_act_rows[id(layer)] = True
@@ -736,6 +916,7 @@ def _run_once(
     hooked: list[tuple[str, nn.Module, bool]],
     keras: bool,
     params: list[tuple[str, torch.Tensor]],
+    function_mode: bool = False,
 ) -> tuple[_Recorder, dict[int, torch.Tensor | None], torch.Tensor]:
     rec = _Recorder(keras)
     handles = []
@@ -768,12 +949,14 @@ def _run_once(
 
         xin = _map_tensors(x, as_input)
         with torch.enable_grad():
-            if isinstance(xin, tuple) and not hasattr(xin, "_fields"):
-                out = model(*xin)
-            elif isinstance(xin, dict) and not keras:
-                out = model(**xin)
-            else:
-                out = model(xin)
+            mode = _FunctionalActivations(rec) if function_mode else contextlib.nullcontext()
+            with mode:
+                if isinstance(xin, tuple) and not hasattr(xin, "_fields"):
+                    out = model(*xin)
+                elif isinstance(xin, dict) and not keras:
+                    out = model(**xin)
+                else:
+                    out = model(xin)
             if loss_fn is None:
                 outs = _all_float(out)
                 if not outs:
@@ -867,6 +1050,10 @@ def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
     rs, _ = _fit([b.out_std for b in res])
     nonfinite_g = [c.depth for c in layers if c.grad_norm is not None and not math.isfinite(c.grad_norm)]
     nonfinite_a = [c.depth for c in layers if c.z_std is not None and not math.isfinite(c.z_std)]
+    g_last = layers[-1].grad_norm if layers else None
+    zero_g = [c.depth for c in layers if c.grad_norm == 0.0] if g_last and math.isfinite(g_last) else []
+    z_first = layers[0].z_std if layers else None
+    zero_a = [c.depth for c in layers if c.z_std == 0.0] if z_first and math.isfinite(z_first) else []
     return Trends(
         depth=len(layers),
         z_std_rate=None if zs is None else math.exp(zs),
@@ -884,6 +1071,8 @@ def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
         residual_growth=(res[-1].out_std / res[0].in_std) if res and res[0].in_std else None,
         nonfinite_grad_layers=[d for d in nonfinite_g if d is not None],
         nonfinite_act_layers=[d for d in nonfinite_a if d is not None],
+        zero_grad_layers=[d for d in zero_g if d is not None],
+        zero_act_layers=[d for d in zero_a if d is not None],
     )
 
 
@@ -985,6 +1174,7 @@ def inspect(
             "to inspect. Inspect a model with at least one weight (Linear, Conv, Dense, …)."
         )
 
+    function_mode = _needs_function_mode(model, keras)
     snap = _Snapshot(
         model, [(p, m) for p, m, _ in hooked], _devices(model, x if x is not None else runs_in[0][0])
     )
@@ -997,7 +1187,7 @@ def inspect(
             for s in seed_list:
                 if s is not None:
                     torch.manual_seed(int(s))
-                rec, grads, loss = _run_once(model, xb, loss_fn, tb, hooked, keras, params)
+                rec, grads, loss = _run_once(model, xb, loss_fn, tb, hooked, keras, params, function_mode)
                 rows_runs.append(rec.rows)  # every statistic is already a Python float
                 block_runs.append(rec.blocks)
                 grad_runs.append({k: (None if v is None else float(v)) for k, v in grads.items()})
@@ -1044,6 +1234,7 @@ def inspect(
             else "this CPU cannot flush denormals: vanishing signals may run slowly"
         ),
         "tolerance": float(tolerance),
+        "functional_activations": function_mode,
     }
     report = Report(calls=calls, params=param_stats, blocks=blocks, trends=tr, findings=[], meta=meta)
     report.findings = judge(report, model=model, x=runs_in[0][0], recommend=recommend, tolerance=tolerance)

@@ -25,7 +25,8 @@ document). Non-finite floats are written as the strings ``"inf"``, ``"-inf"``, `
 ``trends``
     ``depth``, ``z_std_rate``, ``z_std_rate_se``, ``z_std_change``, ``grad_rate``, ``grad_rate_se``,
     ``dz_ratio``, ``cosine_first``, ``cosine_last``, ``collapse_rate``, ``collapse_depth``, ``residual_blocks``,
-    ``residual_rate``, ``residual_growth``, ``nonfinite_grad_layers``, ``nonfinite_act_layers``
+    ``residual_rate``, ``residual_growth``, ``nonfinite_grad_layers``, ``nonfinite_act_layers``,
+    ``zero_grad_layers``, ``zero_act_layers``
     (see :class:`initlab.inspect.Trends`).
 ``findings``
     ``kind``, ``layers``, ``evidence``, ``message``, ``fix`` (``null`` or ``{"preset", "entries":
