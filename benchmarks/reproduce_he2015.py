@@ -9,7 +9,7 @@ Two analogues on MNIST-1D (experiments.md §2.5):
   average pool, Linear(32, 10), no batch norm or residuals; Xavier N(0, 1/n) against He N(0, 2/n),
   n = in_ch·k, zero biases; SGD-m 0.9, lr 0.003, batch 100, 15 epochs, L = 22 and 30.
 
-``--quick``: the MLP with seed 0 and the 30-layer CNN with seed 0 (≈40 s idle).
+``--quick``: the MLP with seed 0 and the 30-layer CNN with seeds 0 and 1 (≈1.5 min on one idle core).
 
     python benchmarks/reproduce_he2015.py [--quick]
 """
@@ -99,7 +99,7 @@ def train_cnn(depth: int, scheme: str, seed: int, data, epochs: int = 15) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="He et al. (2015) Fig. 3 analogues on MNIST-1D.")
-    parser.add_argument("--quick", action="store_true", help="one seed, the 30-layer CNN only")
+    parser.add_argument("--quick", action="store_true", help="MLP seed 0; the 30-layer CNN, seeds 0 and 1")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # small models: one thread is as fast, and robust when other processes compete
     start = time.perf_counter()
@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         print("| L | init | ‖dL/dz₁‖/‖dL/dz_L‖ | train loss ep 15 | test % ep 15 | reference (test % seeds 0/1) |")
         print("|---|---|---|---|---|---|")
         depths = (30,) if args.quick else (22, 30)
-        cnn_seeds = (0,) if args.quick else (0, 1)
+        # Deep plain CNNs are seed-sensitive even under He (experiments.md §2.5: 72 % and 47 % at L = 30;
+        # here seed 0 stalls at L = 30 while seeds 1 and 2 reach 65 % and 58 %), so never a single seed.
+        cnn_seeds = (0, 1) if args.quick else (0, 1, 2)
         for depth in depths:
             for scheme in ("xavier", "he"):
                 for s in cnn_seeds:

@@ -130,7 +130,8 @@ def list_command(
             d = cls().describe(shape, "torch")
             law, formula = d.distribution, d.formula
         except (ValueError, TypeError) as exc:
-            law, formula = "needs arguments", str(exc).split(".")[0]
+            # Shown, not hidden: e.g. DeltaOrthogonal needs out_channels ≥ in_channels.
+            law, formula = f"not defined for shape {shape}", " ".join(str(exc).split())
         rows.append({"name": cls.__name__, "origin": origin, "aliases": list(aliases),
                      "shape": list(shape), "distribution": law, "formula": formula})
     if as_json:

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-
 from torch.overrides import TorchFunctionMode
 
 from .activations import _FUNCTIONS, _MODULE_TYPES, Activation, activation
@@ -583,9 +582,9 @@ def _cosine(t: torch.Tensor, scratch: dict[tuple[Any, ...], torch.Tensor] | None
         if scratch is not None:
             scratch[key] = y
     y.copy_(src)
-    norms = torch.linalg.vector_norm(y, dim=1, keepdim=True)
-    nonzero = float((norms > 0).sum())
-    total = torch.div(y, norms.clamp_min(1e-300), out=y).sum(dim=0)
+    norms = torch.linalg.vector_norm(y, dim=1)
+    nonzero = int(torch.count_nonzero(norms))
+    total = torch.mv(y.T, norms.clamp_min(1e-300).reciprocal())  # Σ_i y_i/‖y_i‖
     return (float(total @ total) - nonzero) / (n * (n - 1))
 
 
@@ -657,7 +656,9 @@ def _needs_function_mode(model: Any, keras: bool) -> bool:
         return True
     for m in model.modules():
         mod = type(m).__module__
-        if not mod.startswith("torch.nn.modules") or isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+        if not mod.startswith("torch.nn.modules") or isinstance(
+            m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+        ):
             return True
     return False
 
@@ -716,7 +717,9 @@ class _Recorder:
             self.busy = False
 
     def _pre(self, path: str, module: nn.Module, leaf: bool, args: tuple, kwargs: dict) -> None:
-        t = _first_float((args, kwargs))
+        t = args[0] if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point() else None
+        if t is None:
+            t = _first_float((args, kwargs))
         info: dict[str, Any] = {"t": t}
         if t is not None:
             info["in_shape"] = tuple(t.shape)
@@ -747,13 +750,18 @@ class _Recorder:
             self.kinds[key] = _kind(module, self.keras)
         return self.kinds[key]
 
-    def post(self, path: str, module: nn.Module, leaf: bool, output: Any) -> None:
-        if self.stack:
-            self.stack.pop()
-        if leaf and self.activation_of(module) is not None:
-            self.inside_act -= 1
+    def post(self, path: str, module: nn.Module, leaf: bool, output: Any, args: tuple | None = None) -> None:
+        """After a call. ``args`` is given for modules hooked without a pre-hook (layers that do not
+        modify their input in place): their input statistics are taken here."""
+        if args is None:
+            if self.stack:
+                self.stack.pop()
+            if leaf and self.activation_of(module) is not None:
+                self.inside_act -= 1
         self.busy = True
         try:
+            if args is not None:
+                self._pre(path, module, leaf, args, {})
             self._post(path, module, leaf, output)
         finally:
             self.busy = False
@@ -763,7 +771,13 @@ class _Recorder:
         z = args[0]
         pname = _PARAM_NAMES.get(name)
         param = kwargs.get(pname) if pname else None
-        if pname and param is None and len(args) > 1 and isinstance(args[1], (int, float)) and not isinstance(args[1], bool):
+        if (
+            pname
+            and param is None
+            and len(args) > 1
+            and isinstance(args[1], (int, float))
+            and not isinstance(args[1], bool)
+        ):
             param = args[1]
         act = activation(name, float(param)) if param is not None else activation(name)
         path = f"{self.stack[-1] if self.stack else ''}.{getattr(func, '__name__', name)}()".lstrip(".")
@@ -773,7 +787,9 @@ class _Recorder:
             info["in_std"], info["in_mean"] = self.stats(z)
             info["saturation"] = saturation_rule(act).fraction(z, self.scratch(z))
             if act.name in _ZERO_BELOW and z.dim() >= 2:
-                info["z_head"] = z.detach()[:_COSINE_SAMPLES].reshape(min(z.shape[0], _COSINE_SAMPLES), -1).clone()
+                info["z_head"] = (
+                    z.detach()[:_COSINE_SAMPLES].reshape(min(z.shape[0], _COSINE_SAMPLES), -1).clone()
+                )
         finally:
             self.busy = False
         out = func(*args, **kwargs)
@@ -830,7 +846,9 @@ class _Recorder:
                 alive = torch.abs(out.detach(), out=self.scratch(out)).amax(dim=0) > 0
                 row["dead"] = dead = 1.0 - float(alive.sum()) / max(alive.numel(), 1)
                 if dead > _DEAD_CHECK and "z_head" in info:
-                    row["live_cosine"] = _cosine(info["z_head"] * alive.reshape(-1).to(info["z_head"].dtype), self.buffers)
+                    row["live_cosine"] = _cosine(
+                        info["z_head"] * alive.reshape(-1).to(info["z_head"].dtype), self.buffers
+                    )
             if kind == "layer":
                 row["cosine"] = _cosine(out, self.buffers)
             if out.requires_grad:
@@ -923,14 +941,35 @@ def _run_once(
     wrapped: list[tuple[nn.Module, Any]] = []
     try:
         for path, m, leaf in hooked:
-            handles.append(
-                m.register_forward_pre_hook(
-                    lambda mod, a, kw, path=path, leaf=leaf: rec.pre(path, mod, leaf, a, kw), with_kwargs=True
+            # A pre-hook is needed where the input may be overwritten during the call (activations,
+            # inplace=True modules), for containers (the residual branch), for Keras layers and for
+            # the module stack that names functional activations; other layers read their input
+            # after the call, one hook dispatch cheaper.
+            needs_pre = (
+                function_mode
+                or keras
+                or not leaf
+                or isinstance(m, _ACT_TYPES)
+                or bool(getattr(m, "inplace", False))
+            )
+            if needs_pre:
+                handles.append(
+                    m.register_forward_pre_hook(
+                        lambda mod, a, kw, path=path, leaf=leaf: rec.pre(path, mod, leaf, a, kw),
+                        with_kwargs=True,
+                    )
                 )
-            )
-            handles.append(
-                m.register_forward_hook(lambda mod, a, o, path=path, leaf=leaf: rec.post(path, mod, leaf, o))
-            )
+                handles.append(
+                    m.register_forward_hook(
+                        lambda mod, a, o, path=path, leaf=leaf: rec.post(path, mod, leaf, o)
+                    )
+                )
+            else:
+                handles.append(
+                    m.register_forward_hook(
+                        lambda mod, a, o, path=path, leaf=leaf: rec.post(path, mod, leaf, o, a)
+                    )
+                )
             if keras and leaf:
                 act = _keras_activation(m)
                 if act is not None:
@@ -1309,7 +1348,7 @@ def _param_stats(
         # ‖W‖² = Σw² = (n − 1)·std² + n·mean²: no second pass over the weights.
         norm = math.sqrt(max((n - 1) * sm[0] ** 2 + n * sm[1] ** 2, 0.0)) if n > 1 else float(_norm(d))
         gvals = [r.get(id(p)) for r in grad_runs]
-        g = float(np.mean(gvals)) if all(v is not None for v in gvals) else None
+        g = sum(gvals) / len(gvals) if all(v is not None for v in gvals) else None
         fan_in = None
         if p.dim() >= 2:
             key = (tuple(p.shape), layout)
