@@ -21,5 +21,5 @@ grid = initlab.Grid(
     target=90.0,
 )
 result = initlab.compare(grid, "digits", "compare-out")
-Console().print(results_table(result.rows))
+Console(width=120).print(results_table(result.rows))
 print(f"ran {result.ran}, resumed {result.skipped}; files: {', '.join(str(p) for p in result.files.values())}")

@@ -15,8 +15,11 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min
 
 @pytest.fixture
 def keras():
-    """Keras 3 on its torch backend, or a skip that says why."""
-    keras = pytest.importorskip("keras", reason="keras 3 is a test dependency: pip install -e '.[dev]'")
+    """Keras 3 on its torch backend (a test dependency: `make test` installs it)."""
+    import keras
+
     if keras.backend.backend() != "torch":
-        pytest.skip(f"keras is on the {keras.backend.backend()!r} backend; these tests need KERAS_BACKEND=torch")
+        raise RuntimeError(
+            f"keras is on the {keras.backend.backend()!r} backend; run the tests with KERAS_BACKEND=torch"
+        )
     return keras

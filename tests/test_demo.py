@@ -1,6 +1,7 @@
 """``initlab demo --quick``: every figure and the self-contained HTML report, rendered in a real browser."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -54,7 +55,10 @@ def chromium():
         path = shutil.which(name)
         if path:
             return path
-    pytest.skip("no headless browser: install Debian's chromium package (.ci/run does) to render the report")
+    reason = "no headless browser: install Debian's chromium package (.ci/run does) to render the report"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI installs it, so its absence there is a failure")
+    pytest.skip(reason)
 
 
 def test_report_renders_in_headless_chromium(demo_dir, chromium, tmp_path):

@@ -36,19 +36,42 @@ def test_fix_turns_the_unhealthy_cases_healthy(name):
     assert initlab.inspect(model, x, recommend=False).healthy
 
 
-def test_fix_removes_the_saturation_of_a_deep_sigmoid_net():
-    # The auto preset gives sigmoid layers Glorot weights: no more saturation. A 20-layer sigmoid
-    # net still loses its gradient (σ' ≤ ¼; experiments.md §2.4: every init but N(0,1) gives
-    # ≤ 2e-12 at depth ≥ 30), and the after report says so rather than claiming a fix.
+def test_fix_makes_a_deep_sigmoid_net_healthy():
+    # No variance scale fixes a 20-layer sigmoid net (auto's Glorot: ‖dL/dz₁‖/‖dL/dz_L‖ ≈ 1e-8, σ' ≤ ¼;
+    # experiments.md §2.4): σ's mean ½ is the cause. The recommended plan is LSUV with per-unit mean
+    # correction, b = −W·E[h] (Pennington et al. 2017), which makes it healthy on re-inspection.
     depth, act, init, _ = KNOWN["sigmoid_n1_20"]
     model = mlp(depth, act, init)
-    res = initlab.fix(model, batch())
-    assert "saturation" in res.before.verdict and "saturation" not in res.after.verdict
-    assert not res.fixed and "vanishing_gradients" in res.after.verdict
-    assert "not fixed" in str(res)
+    x = batch()
+    before = _bytes(model)
+    res = initlab.fix(model, x)
+    assert _bytes(model) == before
+    assert "saturation" in res.before.verdict
+    assert res.plan.preset == "lsuv" and res.plan.options == {"mean_correction": "per_unit"}
+    assert res.fixed and res.after.healthy
+    # Measured: ratio ≈ 1.37 (≈ ×1.016 per layer); the healthy verdict already bounds it within ×10.
+    assert 0.1 < res.after.trends.dz_ratio < 10
+    text = str(res)
+    assert "mean_correction='per_unit'" in text and "b = −W·E[h]" in text and "not fixed" not in text
+    # A named preset is used as given: auto alone removes the saturation but not the vanishing gradient.
+    auto = initlab.fix(model, x, preset="auto")
+    assert auto.plan.preset == "auto" and "saturation" not in auto.after.verdict
+    assert not auto.fixed and "vanishing_gradients" in auto.after.verdict
+    done = initlab.fix(model, x, apply=True)
+    assert done.applied and initlab.inspect(model, x, recommend=False).healthy
+
+
+def test_inspect_recommends_the_mean_corrected_plan_for_sigmoid_nets():
+    depth, act, init, _ = KNOWN["sigmoid_n1_20"]
+    rep = initlab.inspect(mlp(depth, act, init), batch())
+    plan = rep.findings[0].fix
+    assert plan is not None and plan.preset == "lsuv" and plan.options == {"mean_correction": "per_unit"}
+    assert initlab.findings.recommended_preset(rep.calls, ["dead_units"]) == ("auto", {})
 
 
 def test_fix_checks_its_arguments():
     model = mlp(2, torch.nn.ReLU, "he")
     with pytest.raises(TypeError, match="apply"):
         initlab.fix(model, batch(), apply="yes")
+    with pytest.raises(TypeError, match="preset"):
+        initlab.fix(model, batch(), preset=3)

@@ -87,7 +87,9 @@ def test_keras_snippet_plans_and_reinitializes(keras):
     x = torch.randn(4, 1, 5)
     plan = initlab.plan(model, preset="keras")
     kernel = plan.entries[0]
-    assert kernel.path.endswith("dense/kernel") and kernel.shape == (5, 16) and kernel.layout == "keras"
+    # Keras numbers layer names globally (dense, dense_5, ...), so match the layer's own name.
+    assert kernel.path.endswith(f"{model.layers[0].name}/kernel")
+    assert kernel.shape == (5, 16) and kernel.layout == "keras"
     assert (kernel.fans.fan_in, kernel.fans.fan_out) == (5, 16)
     assert kernel.initializer.name == "GlorotUniform" and "layer's own" in kernel.why
     before = _values(model.layers[0].kernel).clone()

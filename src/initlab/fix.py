@@ -1,7 +1,9 @@
 """``fix``: inspect, plan the recommended initialization, and show (or apply) its measured effect.
 
-``fix(model, x)`` is a dry run: it inspects the model, makes the whole-model plan
-``initlab.plan(model, preset="auto", example_input=x)``, applies it *temporarily*, inspects again and
+``fix(model, x)`` is a dry run: it inspects the model, makes the recommended whole-model plan
+(:func:`initlab.findings.recommended_preset`: ``initlab.plan(model, preset="auto", example_input=x)``, or
+for saturation / vanishing signals in a sigmoid net ``preset="lsuv"`` with per-unit mean correction,
+b = −W·E[h] — Pennington, Schoenholz & Ganguli 2017), applies it *temporarily*, inspects again and
 restores the model exactly (parameters, buffers, ``.grad``, modes, RNG — as :func:`initlab.inspect`),
 so the "predicted effect" is measured on the user's own model and batch, not extrapolated.
 ``fix(model, x, apply=True)`` applies the plan for good and re-inspects: before/after side by side.
@@ -64,7 +66,11 @@ class FixResult:
     def __rich_console__(self, console: Any, options: Any) -> Any:
         from rich.table import Table
 
-        d = Table(title=f"Plan diff (preset {getattr(self.plan, 'preset', '?')!r})", header_style="bold")
+        opts = getattr(self.plan, "options", None) or {}
+        label = repr(getattr(self.plan, "preset", "?")) + (
+            " (" + ", ".join(f"{k}={v!r}" for k, v in opts.items()) + ")" if opts else ""
+        )
+        d = Table(title=f"Plan diff (preset {label})", header_style="bold")
         for col in ("parameter", "shape", "current std", "planned std", "×", "initializer", "why"):
             d.add_column(col, justify="right" if col in ("current std", "planned std", "×") else "left")
         for r in self.diff:
@@ -78,6 +84,8 @@ class FixResult:
                 r.why,
             )
         yield d
+        for step in getattr(self.plan, "post_steps", None) or []:
+            yield f"then {step.name}: {step.why}"
         t = Table(
             title="Before / after"
             + (" (applied)" if self.applied else " (dry run: measured, then restored)"),
@@ -125,7 +133,7 @@ def fix(
     x: Any,
     apply: bool = False,
     *,
-    preset: str = "auto",
+    preset: str | None = None,
     rules: Mapping[Any, Any] | None = None,
     seed: int = 0,
     loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
@@ -135,17 +143,32 @@ def fix(
     """Inspect ``model`` on ``x``, plan ``initlab.plan(model, preset=preset, example_input=x, rules=rules)``,
     and measure the plan's effect by inspecting again with it applied.
 
+    ``preset=None`` (default) takes the recommendation for the findings
+    (:func:`initlab.findings.recommended_preset`): ``"auto"``, or — when a net whose activations are
+    mostly sigmoid-like saturates or loses its signal — ``"lsuv"`` with
+    ``options={"mean_correction": "per_unit"}``. No variance scale alone can fix such a net: σ's mean ½
+    feeds each unit of the next layer an offset W·½ (saturation) while σ' ≤ ¼ shrinks the gradient.
+    Centring every unit (b = −W·E[h]) makes σ(z) ≈ ½ + z/4 a scaled tanh near 0, and unit output std
+    then gives χ₁ = σ_w²·E[σ'(z)²] ≈ 1 (Pennington, Schoenholz & Ganguli 2017); the plan's ``why``
+    says so. A named ``preset`` is used as given, with its default options.
+
     ``apply=False`` (default) is a dry run: the plan is applied, the model re-inspected and then
     restored exactly. ``apply=True`` keeps the new initialization (``Plan.apply(seed=seed)``).
     ``loss_fn``, ``target`` and ``tolerance`` are passed to :func:`initlab.inspect`.
     """
+    from .findings import recommended_preset
     from .plan import plan as make_plan
 
     if not isinstance(apply, bool):
         raise TypeError(f"fix: apply must be True or False, got {apply!r}.")
+    if preset is not None and not isinstance(preset, str):
+        raise TypeError(f"fix: preset must be a preset name or None (the recommendation), got {preset!r}.")
     kw: dict[str, Any] = {"loss_fn": loss_fn, "target": target, "tolerance": tolerance, "recommend": False}
     before = inspect(model, x, **kw)
-    p = make_plan(model, preset=preset, example_input=x, rules=rules)
+    options: dict[str, Any] = {}
+    if preset is None:
+        preset, options = recommended_preset(before.calls, [f.kind for f in before.findings])
+    p = make_plan(model, preset=preset, example_input=x, rules=rules, options=options or None)
     diff = _diff(p, before)
     if apply:
         p.apply(seed=seed)

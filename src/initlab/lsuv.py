@@ -199,6 +199,25 @@ def _std_mean(t: torch.Tensor) -> tuple[float, float]:
     return float(s), float(m)
 
 
+def _unit_dim(module: nn.Module, t: torch.Tensor) -> int:
+    """The output-unit axis: the last for Linear-like layers, the channel axis 1 for convolutions."""
+    return 1 if isinstance(module, nn.modules.conv._ConvNd) and t.dim() > 1 else t.dim() - 1
+
+
+def _unit_mean(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """Each output unit's mean over every other axis (batch, positions), in ``t``'s dtype."""
+    d = t.detach()
+    ud = _unit_dim(module, d)
+    return d.to(torch.float64).mean(dim=[i for i in range(d.dim()) if i != ud]).to(d.dtype)
+
+
+def _unit_view(module: nn.Module, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``v`` (one value per unit) shaped to broadcast against ``t``."""
+    shape = [1] * t.dim()
+    shape[_unit_dim(module, t)] = v.numel()
+    return v.reshape(shape)
+
+
 def _is_exact(m: nn.Module) -> bool:
     return type(m) in _EXACT and not hasattr(m, "parametrizations") and not m._forward_pre_hooks
 
@@ -218,7 +237,7 @@ def lsuv(
     max_iter: int = 10,
     orthonormal: bool = True,
     zero_bias: bool = True,
-    mean_correction: bool = False,
+    mean_correction: bool | str = False,
     residual: bool | Sequence[nn.Module] = False,
     branch_scale: float | None = None,
     layers: tuple[type[nn.Module], ...] = DEFAULT_LAYERS,
@@ -233,7 +252,13 @@ def lsuv(
     ``get_input`` picks the input otherwise); up to ``max_batches`` are concatenated so the statistics
     are pooled over all of them. ``tol`` is the relative std tolerance for layers that must be re-run
     (exact layer types hit the target to rounding in one step). ``mean_correction`` also shifts the
-    bias so each layer's output has mean 0 (the whole tensor's mean, as in the paper's variants).
+    bias so each layer's output has mean 0: ``True`` the whole tensor's mean (as in the paper's
+    variants); ``"per_unit"`` each output unit's (channel's) own mean over the batch (and positions),
+    b_j ← b_j − E[z_j], i.e. b = −W·E[h] for the previous layer's outputs h, with the std then taken
+    of the centred output. Per-unit centring is what deep sigmoid nets need: σ's mean ½ otherwise
+    reaches every unit as a fixed offset W·½ that swamps the input-dependent part of z (Pennington,
+    Schoenholz & Ganguli 2017, "Resurrecting the sigmoid"); ``bias_shift`` then records the mean
+    of the per-unit shifts.
     ``residual``: see the module docstring. ``layers``: the module types to rescale. ``verify=True``
     runs a second pass and records each call's std under the final weights in ``result.verified``.
     ``seed`` fixes the orthonormal pre-init. Returns an :class:`LSUVResult`.
@@ -252,6 +277,10 @@ def lsuv(
     if not (isinstance(layers, tuple) and layers and all(isinstance(t, type) and issubclass(t, nn.Module)
                                                           for t in layers)):
         raise TypeError(f"layers: expected a non-empty tuple of nn.Module subclasses, got {layers!r}.")
+    if not (isinstance(mean_correction, bool) or (isinstance(mean_correction, str) and mean_correction == "per_unit")):
+        raise ValueError(f"mean_correction: expected False, True (whole-tensor mean) or 'per_unit', "
+                         f"got {mean_correction!r}.")
+    per_unit = mean_correction == "per_unit"
     xs = _inputs(batches, get_input, max_batches)
 
     names = {m: n or type(model).__name__ for n, m in model.named_modules()}
@@ -336,15 +365,24 @@ def lsuv(
         weight = module.weight
         bias = getattr(module, "bias", None)
         bias = bias if isinstance(bias, torch.Tensor) else None
-        shift = -mean0 if (mean_correction and bias is not None) else 0.0
+        shift: float | torch.Tensor = -mean0 if (mean_correction and bias is not None) else 0.0
         scale = goal / std0
+        if per_unit and bias is not None:
+            shift = -_unit_mean(module, output)
+            std_c = _std_mean(output + _unit_view(module, shift, output))[0]
+            if not math.isfinite(std_c) or std_c <= 0:
+                row.status = "zero"
+                return None
+            scale = goal / std_c
         if _is_exact(module):
             with torch.no_grad():
                 if bias is not None:
                     bias.add_(shift).mul_(scale)
                 weight.mul_(scale)
-                new = (output + shift) * scale
-            row.scale, row.bias_shift = scale, shift
+                offset = _unit_view(module, shift, output) if isinstance(shift, torch.Tensor) else shift
+                new = (output + offset) * scale
+            row.scale = scale
+            row.bias_shift = float(shift.mean()) if isinstance(shift, torch.Tensor) else shift
             row.std_after, row.mean_after = _std_mean(new)
             return new
         # Anything else: change the weight, re-run the layer on the same input, repeat.
@@ -356,7 +394,15 @@ def lsuv(
         try:
             for attempt in range(max_iter):
                 with torch.no_grad():
-                    if bias is not None and mean_correction:
+                    if bias is not None and per_unit:
+                        um = _unit_mean(module, new)
+                        bias.sub_(um)
+                        row.bias_shift -= float(um.mean())
+                        std = _std_mean(new - _unit_view(module, um, new))[0]
+                        if not math.isfinite(std) or std <= 0:
+                            row.status = "zero"
+                            break
+                    elif bias is not None and mean_correction:
                         bias.sub_(mean)
                         row.bias_shift -= mean
                     # A secant step in log space: a saturating layer needs a bigger push than goal/std.
@@ -476,7 +522,8 @@ def lsuv(
 
 
 def _lsuv_preset(ctx: Any, residual: bool) -> None:
-    """``auto``, then orthonormal weights and zero biases for every Linear/Conv, then LSUV as a post step."""
+    """``auto``, then orthonormal weights and zero biases for every Linear/Conv, then LSUV as a post step
+    (with ``ctx.options["mean_correction"]``: ``"none"``, ``"tensor"`` or ``"per_unit"``)."""
     from .initializers import Zeros
 
     ctx.apply_preset("auto")
@@ -490,24 +537,36 @@ def _lsuv_preset(ctx: Any, residual: bool) -> None:
             ctx.set(site, Zeros(), "LSUV pre-init: zero bias", fans=None)
     data = ctx.example_input
 
+    mc = {"none": False, "tensor": True, "per_unit": "per_unit"}[ctx.options.get("mean_correction", "none")]
+
     def step(model: nn.Module) -> LSUVResult:
-        return lsuv(model, data, 1.0, orthonormal=False, zero_bias=False, residual=residual)
+        return lsuv(model, data, 1.0, orthonormal=False, zero_bias=False, residual=residual, mean_correction=mc)
 
     why = ("LSUV on example_input: one forward pass, each Linear/Conv call rescaled to std 1 in execution "
            "order")
+    if mc == "per_unit":
+        why += ("; each unit's bias first set to b = −W·E[h] (its output centred over the batch), which "
+                "removes a sigmoid's mean ½ from the next layer so σ(z) ≈ ½ + z/4 acts as a scaled tanh "
+                "and unit std keeps χ₁ = σ_w²·E[σ'(z)²] ≈ 1 forward and backward (Pennington, Schoenholz "
+                "& Ganguli 2017)")
+    elif mc:
+        why += "; biases shifted so each layer's output has mean 0"
     if residual:
         why += "; residual branches' last layers to 1/√L so the stream stays ≤ √2"
     ctx.add_post_step("lsuv_residual" if residual else "lsuv", step, why)
 
 
 def _register_presets() -> None:
-    from .presets import PRESETS, register_preset
+    from .presets import PRESETS, PresetOption, register_preset
 
+    mc = (PresetOption("mean_correction", "none", "LSUV's bias correction: 'none', 'tensor' (the whole "
+                       "output's mean) or 'per_unit' (each unit's mean: b = −W·E[h], for sigmoid nets)",
+                       choices=("none", "tensor", "per_unit")),)
     if "lsuv" not in PRESETS:
-        register_preset("lsuv", lambda ctx: _lsuv_preset(ctx, False), needs_example_input=True,
+        register_preset("lsuv", lambda ctx: _lsuv_preset(ctx, False), needs_example_input=True, options=mc,
                         description="orthonormal pre-init, then LSUV (unit std per layer call) on example_input")
     if "lsuv_residual" not in PRESETS:
-        register_preset("lsuv_residual", lambda ctx: _lsuv_preset(ctx, True), needs_example_input=True,
+        register_preset("lsuv_residual", lambda ctx: _lsuv_preset(ctx, True), needs_example_input=True, options=mc,
                         description="LSUV with residual branches scaled to 1/√L (stream stays ≤ √2)")
 
 
