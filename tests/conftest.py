@@ -14,6 +14,16 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: small tensors gain nothing from a second intra-op thread (or
+    multithreaded LAPACK in QR) on a loaded 2-core machine, and lose several times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def keras():
     """Keras 3 on its torch backend (a test dependency: `make test` installs it)."""
     import keras

@@ -52,7 +52,8 @@ def test_fix_makes_a_deep_sigmoid_net_healthy():
     # Measured: ratio ≈ 1.37 (≈ ×1.016 per layer); the healthy verdict already bounds it within ×10.
     assert 0.1 < res.after.trends.dz_ratio < 10
     text = str(res)
-    assert "mean_correction='per_unit'" in text and "b = −W·E[h]" in text and "not fixed" not in text
+    assert "mean_correction='per_unit'" in text and "then lsuv" in text and "not fixed" not in text
+    assert "b = −W·E[h]" in res.plan.post_steps[0].why and "χ₁" in res.plan.post_steps[0].why
     # A named preset is used as given: auto alone removes the saturation but not the vanishing gradient.
     auto = initlab.fix(model, x, preset="auto")
     assert auto.plan.preset == "auto" and "saturation" not in auto.after.verdict
@@ -75,3 +76,28 @@ def test_fix_checks_its_arguments():
         initlab.fix(model, batch(), apply="yes")
     with pytest.raises(TypeError, match="preset"):
         initlab.fix(model, batch(), preset=3)
+
+
+def test_lsuv_per_unit_mean_correction_centres_every_unit():
+    # What the sigmoid plan relies on: after lsuv(mean_correction="per_unit") each output unit (a
+    # Linear's last axis, a Conv's channel axis) has batch mean 0 and the layer std is the target.
+    # The bias absorbs the measured mean exactly, so only float32 rounding remains (≤ 1e-5 of std 1).
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.Sigmoid(), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 16),
+        torch.nn.Sigmoid(), torch.nn.Linear(16, 4),
+    )
+    x = torch.randn(32, 3, 8, 8) + 2.0
+    res = initlab.lsuv(model, x, mean_correction="per_unit", seed=0)
+    assert [c.status for c in res] == ["scaled"] * 3
+    outs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: outs.append(o.detach())) for m in (model[0], model[3], model[5])]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    assert outs[0].mean(dim=(0, 2, 3)).abs().max() < 1e-5 and outs[0].std() == pytest.approx(1.0, rel=1e-4)
+    for o in outs[1:]:
+        assert o.mean(0).abs().max() < 1e-5 and o.std() == pytest.approx(1.0, rel=1e-4)
+    with pytest.raises(ValueError, match="mean_correction"):
+        initlab.lsuv(model, x, mean_correction="unit")

@@ -9,15 +9,7 @@ from torch import nn
 
 import initlab
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These tests use small tensors; on a loaded 2-core machine torch's second intra-op thread (and
-    # multithreaded LAPACK in QR) makes them several times slower, not faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 W = 64
 

@@ -19,50 +19,55 @@ from .gain import gain
 from .initializers import *  # noqa: F403
 from .initializers import __all__ as _init_all
 from .inspect import inspect
+from .lsuv import LSUVResult, lsuv
 from .plan import Plan, PlanEntry, plan
 from .presets import register_preset
 from .report import Report, plot
-from .lsuv import LSUVResult, lsuv
 from .residual import find_residual_branches, residual_init
 from .tutorial import TutorialRow, tutorial_node, tutorial_table
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # catalogue: fans, gains, describe (plus every initializer class and get/serialize below)
     "LAYOUTS",
-    "Plan",
-    "PlanEntry",
     "Activation",
-    "Critical",
-    "LSUVResult",
     "Description",
     "Fans",
-    "Finding",
-    "FixResult",
-    "fix",
-    "Report",
-    "inspect",
-    "plot",
     "activation",
     "describe",
     "fans",
     "gain",
-    "find_residual_branches",
     "known_activations",
+    # whole models
+    "Plan",
+    "PlanEntry",
     "plan",
     "register_preset",
+    # inspection
+    "Finding",
+    "FixResult",
+    "Report",
+    "fix",
+    "inspect",
+    "plot",
+    # theory and data-driven init
+    "Critical",
+    "LSUVResult",
+    "find_residual_branches",
     "lsuv",
     "residual_init",
     "theory",
+    # experiments
     "Dataset",
     "Grid",
+    "TutorialRow",
     "compare",
     "init_model",
     "load_dataset",
     "make_mlp",
     "run_demo",
     "train",
-    "TutorialRow",
     "tutorial_node",
     "tutorial_table",
     *_init_all,
