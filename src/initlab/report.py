@@ -330,11 +330,13 @@ class Report:
             colour = "green" if f.kind == "healthy" else "red"
             fix = ""
             if f.fix is not None:
-                n = len(
-                    getattr(f.fix, "entries", None)
-                    or (f.fix.get("entries", []) if isinstance(f.fix, dict) else [])
-                )
-                fix = f" → fix: initlab.plan(preset='auto') ({n} entries); initlab.fix(model, x, apply=True)"
+                # A live Plan, or its as_dict() form when the report was read back from JSON.
+                as_dict = f.fix if isinstance(f.fix, dict) else None
+                n = len(getattr(f.fix, "entries", None) or (as_dict or {}).get("entries", []))
+                preset = getattr(f.fix, "preset", None) or (as_dict or {}).get("preset", "auto")
+                options = getattr(f.fix, "options", None) or (as_dict or {}).get("options") or {}
+                opts = f", options={options!r}" if options else ""
+                fix = f" → fix: initlab.plan(preset={preset!r}{opts}) ({n} entries); initlab.fix(model, x, apply=True)"
             elif "fix_error" in f.evidence:
                 fix = f" (no fix: {f.evidence['fix_error']})"
             yield f"[{colour}]● {f.kind}[/{colour}]: {f.message}{fix}"
