@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -52,13 +53,19 @@ def inplace_relu_mlp(depth: int = 5) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def add_linears(module: nn.Module, *names: str) -> None:
+    """Register one ``nn.Linear(WIDTH, WIDTH)`` per name on ``module``, in the order given (which is
+    both the registration order and the order their default inits draw from torch's RNG)."""
+    for name in names:
+        setattr(module, name, nn.Linear(WIDTH, WIDTH))
+
+
 class Reversed(nn.Module):
     """``b`` is registered before ``a`` but runs after it."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.b = nn.Linear(WIDTH, WIDTH)
-        self.a = nn.Linear(WIDTH, WIDTH)
+        add_linears(self, "b", "a")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.b(torch.relu(self.a(x)))
@@ -69,8 +76,7 @@ class Shared(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.inp = nn.Linear(WIDTH, WIDTH)
-        self.shared = nn.Linear(WIDTH, WIDTH)
+        add_linears(self, "inp", "shared")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shared(torch.relu(self.shared(torch.relu(self.inp(x)))))
@@ -79,8 +85,7 @@ class Shared(nn.Module):
 class Block(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(WIDTH, WIDTH)
-        self.fc2 = nn.Linear(WIDTH, WIDTH)
+        add_linears(self, "fc1", "fc2")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.fc2(torch.relu(self.fc1(x)))
@@ -190,38 +195,33 @@ def part1(x: torch.Tensor, repeats: int, out: dict) -> None:
                            "time_initlab_s": tm, "time_ratio": tr / tm, "max_err_pkg": e_ref, "max_err_initlab": e_me})
 
 
-def part2(x: torch.Tensor, out: dict) -> None:
-    print("\nPart 2: where the package goes wrong (target std 1)")
-    rows = []
-
-    torch.manual_seed(1)
-    base = inplace_relu_mlp()
-    ref, me = copy.deepcopy(base), copy.deepcopy(base)
-    run_reference(ref, x)
-    run_initlab(me, x)
-    rows.append(("in-place ReLU, 5 layers: pre-activation std", layer_stds(ref, x), layer_stds(me, x)))
-
-    torch.manual_seed(2)
-    base = Reversed()
-    ref, me = copy.deepcopy(base), copy.deepcopy(base)
-    x3 = 3.0 * x  # input std 3, so scaling `a` changes what `b` sees
-    run_reference(ref, x3)
-    run_initlab(me, x3)
-    rows.append(("registration order b, a; execution a -> b (input std 3)", layer_stds(ref, x3), layer_stds(me, x3)))
-
-    torch.manual_seed(3)
-    base = Shared()
+def compare_case(
+    rows: list[tuple[str, list[tuple[str, float]], list[tuple[str, float]]]],
+    seed: int,
+    build: Callable[[], nn.Module],
+    x: torch.Tensor,
+    title: str,
+) -> tuple[nn.Module, nn.Module, initlab.LSUVResult]:
+    """Seed torch with ``seed``, build a model, run the package's LSUV and initlab's on two copies of it
+    with input ``x``, append ``(title, package layer stds, initlab layer stds)`` to ``rows`` and return
+    ``(package copy, initlab copy, initlab result)``."""
+    torch.manual_seed(seed)
+    base = build()
     ref, me = copy.deepcopy(base), copy.deepcopy(base)
     run_reference(ref, x)
     _, _, res = run_initlab(me, x)
-    rows.append(("shared layer called twice", layer_stds(ref, x), layer_stds(me, x)))
+    rows.append((title, layer_stds(ref, x), layer_stds(me, x)))
+    return ref, me, res
 
-    torch.manual_seed(4)
-    base = WSNet()
-    ref, me = copy.deepcopy(base), copy.deepcopy(base)
-    run_reference(ref, x)
-    _, _, res_ws = run_initlab(me, x)
-    rows.append(("weight-standardized first layer", layer_stds(ref, x), layer_stds(me, x)))
+
+def part2(x: torch.Tensor, out: dict) -> None:
+    print("\nPart 2: where the package goes wrong (target std 1)")
+    rows: list[tuple[str, list[tuple[str, float]], list[tuple[str, float]]]] = []
+    compare_case(rows, 1, inplace_relu_mlp, x, "in-place ReLU, 5 layers: pre-activation std")
+    # input std 3, so scaling `a` changes what `b` sees
+    compare_case(rows, 2, Reversed, 3.0 * x, "registration order b, a; execution a -> b (input std 3)")
+    _, _, res = compare_case(rows, 3, Shared, x, "shared layer called twice")
+    ref, me, res_ws = compare_case(rows, 4, WSNet, x, "weight-standardized first layer")
 
     for title, a, b in rows:
         fa = ", ".join(f"{n}={s:.3f}" for n, s in a)

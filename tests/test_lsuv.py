@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import initlab
+from _models import Block
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,16 +63,6 @@ class Shared(nn.Module):
 
     def forward(self, x):
         return self.shared(torch.relu(self.shared(torch.relu(self.inp(x)))))
-
-
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(W, W)
-        self.fc2 = nn.Linear(W, W)
-
-    def forward(self, x):
-        return x + self.fc2(torch.relu(self.fc1(x)))
 
 
 class WSLinear(nn.Linear):
@@ -160,7 +151,7 @@ def test_shared_module_scaled_by_first_call_and_second_reported():
 def test_residual_stream_bounded():
     torch.manual_seed(5)
     blocks = 16
-    base = nn.Sequential(*[Block() for _ in range(blocks)])
+    base = nn.Sequential(*[Block(W) for _ in range(blocks)])
     plain, aware = _copy(base), _copy(base)
     x = _x()
 

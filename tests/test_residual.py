@@ -7,25 +7,16 @@ import torch
 from torch import nn
 
 import initlab
+from _models import Block
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 W = 32
 
 
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(W, W)
-        self.fc2 = nn.Linear(W, W)
-
-    def forward(self, x):
-        return x + self.fc2(torch.relu(self.fc1(x)))
-
-
 def _net(blocks=8):
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(W, W), *[Block() for _ in range(blocks)])
+    return nn.Sequential(nn.Linear(W, W), *[Block(W) for _ in range(blocks)])
 
 
 def test_find_branches():

@@ -46,6 +46,7 @@ per-unit plan ≈ 1.4 (healthy).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,6 +146,57 @@ def _significant(rate: float | None, se: float | None) -> bool:
     return abs(math.log(rate)) > 2 * (se or 0.0)
 
 
+def _signal_findings(
+    signal: str,
+    names: list[str],
+    evidence: dict[str, Any],
+    nonfinite: list[int],
+    zero: list[int],
+    cum: float | None,
+    change: float | None,
+    rate: float | None,
+    rate_se: float | None,
+    tau: float,
+    *,
+    nonfinite_msg: Callable[[int], str],
+    zero_msg: Callable[[int], str],
+    trend_msg: Callable[[str], str],
+) -> list[Finding]:
+    """The vanishing / exploding rule for one signal (``"gradients"`` or ``"activations"``).
+
+    Non-finite values at any layer (1-based depths in ``nonfinite``) are exploding; else values of
+    exactly 0 (``zero``) are vanishing; else, when the fitted per-layer rate is significant
+    (:func:`_significant`), the compounded rate ``cum`` = ρ^(L−1) and the measured end-to-end
+    ``change`` both below 1/τ are vanishing, both above τ exploding (He et al. 2015, eqs. 10, 13).
+    Messages are built only for the finding that fires: ``nonfinite_msg`` / ``zero_msg`` get the
+    number of layers, ``trend_msg`` the verb ``"shrinks"`` or ``"grows"``.
+    """
+    if nonfinite:
+        return [
+            Finding(
+                f"exploding_{signal}",
+                [names[d - 1] for d in nonfinite],
+                {**evidence, "nonfinite_at_depth": nonfinite},
+                nonfinite_msg(len(nonfinite)),
+            )
+        ]
+    if zero:
+        return [
+            Finding(
+                f"vanishing_{signal}",
+                [names[d - 1] for d in zero],
+                {**evidence, "zero_at_depth": zero},
+                zero_msg(len(zero)),
+            )
+        ]
+    if cum is not None and change is not None and _significant(rate, rate_se):
+        if cum < 1 / tau and change < 1 / tau:
+            return [Finding(f"vanishing_{signal}", _span(names), evidence, trend_msg("shrinks"))]
+        if cum > tau and change > tau:
+            return [Finding(f"exploding_{signal}", _span(names), evidence, trend_msg("grows"))]
+    return []
+
+
 def judge(
     report: Any, *, model: Any = None, x: Any = None, recommend: bool = True, tolerance: float = 10.0
 ) -> list[Finding]:
@@ -167,46 +219,27 @@ def judge(
         "grad_norm_first": layers[0].grad_norm if layers else None,
         "grad_norm_last": layers[-1].grad_norm if layers else None,
     }
-    if tr.nonfinite_grad_layers:
-        out.append(
-            Finding(
-                "exploding_gradients",
-                [names[d - 1] for d in tr.nonfinite_grad_layers],
-                {**ev_g, "nonfinite_at_depth": tr.nonfinite_grad_layers},
-                f"‖dL/dz‖ is not finite at {len(tr.nonfinite_grad_layers)} of {L} layers: the backward signal overflows.",
-            )
-        )
-    elif tr.zero_grad_layers:
-        out.append(
-            Finding(
-                "vanishing_gradients",
-                [names[d - 1] for d in tr.zero_grad_layers],
-                {**ev_g, "zero_at_depth": tr.zero_grad_layers},
-                f"‖dL/dz‖ is exactly 0 at {len(tr.zero_grad_layers)} of {L} layers while ‖dL/dz_L‖ = "
-                f"{ev_g['grad_norm_last']:.3g}: the backward signal vanished below float range.",
-            )
-        )
-    elif gcum is not None and tr.dz_ratio is not None and _significant(tr.grad_rate, tr.grad_rate_se):
-        if gcum < 1 / tau and tr.dz_ratio < 1 / tau:
-            out.append(
-                Finding(
-                    "vanishing_gradients",
-                    _span(names),
-                    ev_g,
-                    f"‖dL/dz‖ shrinks ×{tr.grad_rate:.3g} per layer on its way back: "
-                    f"‖dL/dz₁‖/‖dL/dz_L‖ = {tr.dz_ratio:.3g} over {L} layers.",
-                )
-            )
-        elif gcum > tau and tr.dz_ratio > tau:
-            out.append(
-                Finding(
-                    "exploding_gradients",
-                    _span(names),
-                    ev_g,
-                    f"‖dL/dz‖ grows ×{tr.grad_rate:.3g} per layer on its way back: "
-                    f"‖dL/dz₁‖/‖dL/dz_L‖ = {tr.dz_ratio:.3g} over {L} layers.",
-                )
-            )
+    out += _signal_findings(
+        "gradients",
+        names,
+        ev_g,
+        tr.nonfinite_grad_layers,
+        tr.zero_grad_layers,
+        gcum,
+        tr.dz_ratio,
+        tr.grad_rate,
+        tr.grad_rate_se,
+        tau,
+        nonfinite_msg=lambda n: f"‖dL/dz‖ is not finite at {n} of {L} layers: the backward signal overflows.",
+        zero_msg=lambda n: (
+            f"‖dL/dz‖ is exactly 0 at {n} of {L} layers while ‖dL/dz_L‖ = "
+            f"{ev_g['grad_norm_last']:.3g}: the backward signal vanished below float range."
+        ),
+        trend_msg=lambda verb: (
+            f"‖dL/dz‖ {verb} ×{tr.grad_rate:.3g} per layer on its way back: "
+            f"‖dL/dz₁‖/‖dL/dz_L‖ = {tr.dz_ratio:.3g} over {L} layers."
+        ),
+    )
 
     # ---- activations ----
     zcum = _cum(tr.z_std_rate, L)
@@ -218,44 +251,27 @@ def judge(
         "z_std_rate_per_layer": tr.z_std_rate,
         "z_std_rate_over_depth": zcum,
     }
-    if tr.nonfinite_act_layers:
-        out.append(
-            Finding(
-                "exploding_activations",
-                [names[d - 1] for d in tr.nonfinite_act_layers],
-                {**ev_z, "nonfinite_at_depth": tr.nonfinite_act_layers},
-                f"std(z) is not finite at {len(tr.nonfinite_act_layers)} of {L} layers: the forward signal overflows.",
-            )
-        )
-    elif tr.zero_act_layers:
-        out.append(
-            Finding(
-                "vanishing_activations",
-                [names[d - 1] for d in tr.zero_act_layers],
-                {**ev_z, "zero_at_depth": tr.zero_act_layers},
-                f"std(z) is exactly 0 at {len(tr.zero_act_layers)} of {L} layers (from {ev_z['z_std_first']:.3g} "
-                f"at layer 1): the forward signal vanished below float range.",
-            )
-        )
-    elif zcum is not None and tr.z_std_change is not None and _significant(tr.z_std_rate, tr.z_std_rate_se):
-        if zcum < 1 / tau and tr.z_std_change < 1 / tau:
-            out.append(
-                Finding(
-                    "vanishing_activations",
-                    _span(names),
-                    ev_z,
-                    f"std(z) shrinks ×{tr.z_std_rate:.3g} per layer: {ev_z['z_std_first']:.3g} → {ev_z['z_std_last']:.3g} over {L} layers.",
-                )
-            )
-        elif zcum > tau and tr.z_std_change > tau:
-            out.append(
-                Finding(
-                    "exploding_activations",
-                    _span(names),
-                    ev_z,
-                    f"std(z) grows ×{tr.z_std_rate:.3g} per layer: {ev_z['z_std_first']:.3g} → {ev_z['z_std_last']:.3g} over {L} layers.",
-                )
-            )
+    out += _signal_findings(
+        "activations",
+        names,
+        ev_z,
+        tr.nonfinite_act_layers,
+        tr.zero_act_layers,
+        zcum,
+        tr.z_std_change,
+        tr.z_std_rate,
+        tr.z_std_rate_se,
+        tau,
+        nonfinite_msg=lambda n: f"std(z) is not finite at {n} of {L} layers: the forward signal overflows.",
+        zero_msg=lambda n: (
+            f"std(z) is exactly 0 at {n} of {L} layers (from {ev_z['z_std_first']:.3g} "
+            f"at layer 1): the forward signal vanished below float range."
+        ),
+        trend_msg=lambda verb: (
+            f"std(z) {verb} ×{tr.z_std_rate:.3g} per layer: "
+            f"{ev_z['z_std_first']:.3g} → {ev_z['z_std_last']:.3g} over {L} layers."
+        ),
+    )
 
     # ---- saturation ----
     acts = [
