@@ -11,8 +11,11 @@ Guarantees of :meth:`Plan.apply`:
 
 - **by name**: each entry's values come from a generator seeded with a stable hash (SHA-256) of
   ``(seed, entry path)``; they do not depend on registration order or on which other parameters exist;
-- **all or nothing**: every new value is computed into fresh tensors first; only when all succeeded are
-  they swapped into the parameters (and swapped back if a post step fails);
+- **all or nothing**: everything that can fail runs before the first write — every entry is validated
+  (dtype, shape and fans through ``describe``, seed), and every value from an initializer outside
+  initlab's trusted catalogue is computed into a fresh tensor; only then are the trusted entries filled
+  in place (fills that cannot fail once validated) and the fresh tensors swapped in (and everything
+  swapped back if a post step fails — plans with post steps use fresh tensors throughout);
 - **meta device**: a model built under ``torch.device("meta")`` is materialized parameter by parameter
   on ``device`` — each parameter gets a fresh tensor that replaces the meta one, so the model is never
   held twice.
@@ -36,7 +39,24 @@ from .describe import Description
 from .fans import Fans
 from .fans import fans as compute_fans
 from .initializers import Initializer, get, serialize
-from .initializers.base import FLOAT_DTYPES
+from .initializers.base import FLOAT_DTYPES, _check_seed
+from .initializers.constant import Constant, Ones, Zeros
+from .initializers.random import RandomNormal, RandomUniform
+from .initializers.registry import CATALOGUE
+from .initializers.variance_scaling import (
+    GlorotNormal,
+    GlorotUniform,
+    HeNormal,
+    HeUniform,
+    KaimingNormal,
+    KaimingUniform,
+    LecunNormal,
+    LecunUniform,
+    TorchDefault,
+    VarianceScaling,
+    XavierNormal,
+    XavierUniform,
+)
 from .keras_support import is_keras_layer, keras_layer_info, keras_layers
 from .modules import LayerInfo, module_info
 from .presets import Choice, ParamSite, PostStep, PresetContext, _get_preset, resolve_options
@@ -44,6 +64,27 @@ from .presets import Choice, ParamSite, PostStep, PresetContext, _get_preset, re
 __all__ = ["Plan", "PlanEntry", "plan"]
 
 _GLOB = set("*?[")
+
+#: Catalogue classes whose fill is one allocation-free in-place pass (``zero_``, ``fill_``, ``uniform_``
+#: or ``normal_`` with the entry's own generator) — nothing in it can raise once ``describe`` accepted
+#: the shape, layout and fans, the seed is a valid int and the tensor is a contiguous float32/float64
+#: view on a real device. Matched by exact type (a user subclass may override ``_fill``), and only while
+#: registered with origin keras/torch/jax. Truncated normals are left out: their samplers may redraw
+#: out-of-range values into scratch tensors, an allocation that could fail half way.
+_TRUSTED_FILLS = frozenset({
+    Constant, Zeros, Ones, RandomNormal, RandomUniform, VarianceScaling, GlorotUniform, GlorotNormal,
+    HeUniform, HeNormal, LecunUniform, LecunNormal, XavierUniform, XavierNormal, KaimingUniform,
+    KaimingNormal, TorchDefault,
+})
+_TRUSTED_ORIGINS = frozenset({"keras", "torch", "jax"})
+
+
+def _trusted(init: Initializer) -> bool:
+    """Whether ``init`` may fill a parameter in place during an all-or-nothing apply (see _TRUSTED_FILLS)."""
+    cls = type(init)
+    if cls not in _TRUSTED_FILLS or CATALOGUE.get(cls, ("user", ()))[0] not in _TRUSTED_ORIGINS:
+        return False
+    return not isinstance(init, VarianceScaling) or init.distribution in ("uniform", "untruncated_normal")
 
 
 @dataclass
@@ -232,11 +273,19 @@ class Plan:
 
         ``seed`` (an int) and each entry's path determine its values (:func:`entry_seed`). ``device``:
         where the parameters live afterwards (required for a model on meta; default: where each one is).
-        ``atomic=True`` (default), all or nothing: every value is computed into fresh tensors first and
-        nothing changes unless all of them could be computed and every post step ran. ``atomic=False``
-        fills parameters that stay on their device in place — the same values, without the fresh
-        memory (its page faults cost about as much as the fill itself on CPU), but an initializer that
-        fails half way leaves the parameters before it changed. ``workers`` > 1 fills parameters on that
+        ``atomic=True`` (default), all or nothing: nothing changes unless every value could be computed
+        and every post step ran. It works in three phases, so that everything that can fail runs before
+        the first write: (1) validate every entry that will be filled in place (float32/float64
+        contiguous target, ``describe`` with its shape, layout and fans, its seed); (2) compute every
+        other value into fresh tensors — entries whose initializer is not one of initlab's trusted
+        catalogue fills (user classes and subclasses, matrix and truncated initializers), parameters
+        that move device or leave meta, and every parameter when the plan has post steps; (3) fill the
+        trusted entries in place — single ``zero_``/``fill_``/``uniform_``/``normal_`` passes that
+        cannot fail once (1) passed — and swap the fresh tensors in, undoing the swaps if a post step
+        fails. In place saves the fresh memory, whose page faults cost about as much as the fill itself
+        on CPU. The values are the same on every path. ``atomic=False`` fills every parameter that
+        stays on its device in place, validated or not, so an initializer that fails half way leaves
+        the parameters before it changed. ``workers`` > 1 fills parameters on that
         many threads (each entry has its own generator, so the values do not change); on a busy 2-core
         machine one thread measured faster, because concurrent page faults of fresh memory contend.
         """
@@ -273,10 +322,35 @@ class Plan:
             if entries or target != param.device:
                 jobs.append((path, param, entries, target))
 
+        # Which parameters are filled in place. atomic=False: every one that stays on its device. atomic=True:
+        # only those whose entries all have trusted fills (see _TRUSTED_FILLS) on contiguous float32/float64
+        # views, and only in a plan without post steps (a post step that fails must find every parameter's
+        # old value to restore, and in-place fills keep none). Such a fill cannot fail once phase 1 below
+        # accepted it, so writing it after every fallible computation keeps the all-or-nothing promise: an
+        # untrusted initializer that fails does so in phase 2, before any parameter was written.
+        def fills_in_place(job: tuple[str, torch.Tensor, list[PlanEntry], torch.device]) -> bool:
+            _, param, entries, target = job
+            if param.is_meta or target != param.device:
+                return False
+            if not atomic:
+                return True
+            if self.post_steps or not entries or param.dtype not in (torch.float32, torch.float64):
+                return False
+            return all(
+                e.initializer is not None and _trusted(e.initializer)
+                and (param if e.index is None else param.detach()[e.index]).is_contiguous()
+                for e in entries
+            )
+
+        def failed(e: PlanEntry, shape: tuple[int, ...], err: Exception, changed: str) -> RuntimeError:
+            return RuntimeError(
+                f"apply: {_init_label(e.initializer)} failed on {e.path!r} (shape {shape}): {err}. {changed}"
+            )
+
         def compute(job: tuple[str, torch.Tensor, list[PlanEntry], torch.device]) -> torch.Tensor | None:
             _, param, entries, target = job
             with torch.no_grad():
-                in_place = not atomic and not param.is_meta and target == param.device
+                in_place = fills_in_place(job)
                 if in_place:
                     fresh = param.data
                 elif entries and entries[0].index is None:
@@ -289,24 +363,45 @@ class Plan:
                     try:
                         e.initializer(view, seed=entry_seed(seed, e.path), layout=e.layout, fans=e.fans)
                     except Exception as err:
-                        raise RuntimeError(
-                            f"apply: {_init_label(e.initializer)} failed on {e.path!r} (shape {tuple(view.shape)}): "
-                            f"{err}. " + ("Nothing was changed." if atomic else
-                                          "atomic=False: parameters filled before it keep their new values.")
-                        ) from err
+                        raise failed(e, tuple(view.shape), err, (
+                            "atomic=False: parameters filled before it keep their new values." if not atomic
+                            else "Nothing was changed." if not in_place
+                            else "It had been validated, so this fill should not fail; parameters filled in "
+                                 "place before it keep their new values. Please report this as a bug."
+                        )) from err
             return None if in_place else fresh
 
-        # Compute phase: every new value into fresh tensors (large ones first when several threads share
-        # the work; each entry has its own generator, so the order of work does not change any value).
         jobs.sort(key=lambda j: -j[1].numel())
-        workers = max(1, min(len(jobs), workers))
-        if workers > 1:
-            with cf.ThreadPoolExecutor(workers) as pool:
-                fresh_list = list(pool.map(compute, jobs))
-        else:
-            fresh_list = [compute(j) for j in jobs]
+        in_place_jobs = [j for j in jobs if fills_in_place(j)]
+        fresh_jobs = [j for j in jobs if not fills_in_place(j)]
 
-        # Commit phase: swap the fresh tensors in (cannot fail half way for same-kind devices).
+        # Phase 1 (atomic): validate the in-place entries — everything Initializer.__call__ checks before
+        # it writes (dtype, describe with shape/layout/fans, seed). Nothing is written.
+        if atomic:
+            for _, param, entries, _ in in_place_jobs:
+                for e in entries:
+                    shape = tuple(param.shape if e.index is None else param.detach()[e.index].shape)
+                    try:
+                        _check_seed(entry_seed(seed, e.path))
+                        e.initializer.describe(shape, e.layout, fans=e.fans)
+                    except Exception as err:
+                        raise failed(e, shape, err, "Nothing was changed.") from err
+
+        # Phase 2: every other value into fresh tensors (large ones first when several threads share the
+        # work; each entry has its own generator, so the order of work does not change any value). A
+        # failure here leaves the model untouched (atomic) since no in-place fill has run yet.
+        # Phase 3 (first half): the in-place fills (atomic: trusted and validated; atomic=False: all).
+        def run(batch: list[tuple[str, torch.Tensor, list[PlanEntry], torch.device]]) -> list[torch.Tensor | None]:
+            n = max(1, min(len(batch), workers))
+            if n > 1:
+                with cf.ThreadPoolExecutor(n) as pool:
+                    return list(pool.map(compute, batch))
+            return [compute(j) for j in batch]
+
+        jobs = fresh_jobs + in_place_jobs
+        fresh_list = run(fresh_jobs) + run(in_place_jobs)
+
+        # Phase 3 (second half): swap the fresh tensors in (cannot fail half way for same-kind devices).
         undo: list[tuple[torch.Tensor, Any, str]] = []
         try:
             for (_, param, _, _), fresh in zip(jobs, fresh_list, strict=True):
