@@ -222,3 +222,54 @@ def test_in_place_apply_gives_the_same_values():
         assert torch.equal(va, vb), k
     with pytest.raises(TypeError, match="seed: expected an int"):
         initlab.plan(a, "flax").apply(seed=None)
+
+
+class _BoomUniform(initlab.RandomUniform):
+    """A user subclass of a trusted catalogue class: its own ``_fill`` fails, so it must not fill in place."""
+
+    def _fill(self, work, desc, gen):
+        raise RuntimeError("subclass fill failed")
+
+
+def _keras_mix() -> nn.Sequential:
+    # preset keras: the Linear kernels (GlorotUniform) and biases (Zeros) and the LSTM's bias slices
+    # (Zeros/Ones) are trusted fills; the LSTM's orthogonal recurrent kernel is not.
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.LSTM(8, 4))
+
+
+def test_atomic_apply_fills_trusted_entries_in_place_and_others_fresh():
+    a, b = _keras_mix(), _keras_mix()
+    ptrs = {k: v.data_ptr() for k, v in a.named_parameters()}
+    initlab.plan(a, "keras").apply(seed=1)
+    initlab.plan(b, "keras").apply(seed=1, atomic=False)
+    for k in ("0.weight", "0.bias", "2.weight", "2.bias", "3.bias_ih_l0"):
+        assert dict(a.named_parameters())[k].data_ptr() == ptrs[k], k  # trusted: filled in place
+    assert a[3].weight_hh_l0.data_ptr() != ptrs["3.weight_hh_l0"]  # orthogonal: fresh tensor swapped in
+    for (k, va), vb in zip(_state(a).items(), _state(b).values(), strict=True):
+        assert torch.equal(va, vb), k
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("bad", [_Boom(), _BoomUniform()], ids=["user-class", "trusted-subclass"])
+def test_untrusted_failure_after_trusted_entries_changes_nothing(bad, workers):
+    # By size the failing entry comes after the Linear kernels and the LSTM's input kernel, all trusted;
+    # it must still fail before any of them is written in place.
+    model = _keras_mix()
+    before = _state(model)
+    plan = initlab.plan(model, "keras", rules={"3.bias_hh_l0": bad})
+    with pytest.raises(RuntimeError, match=r"'3\.bias_hh_l0'.*Nothing was changed"):
+        plan.apply(seed=0, workers=workers)
+    for k, v in _state(model).items():
+        assert torch.equal(before[k], v), k
+
+
+def test_trusted_entry_failing_validation_changes_nothing():
+    model = _keras_mix()
+    before = _state(model)
+    plan = initlab.plan(model, "keras")
+    plan["2.bias"].fans = (0, 0)  # describe rejects these fans: caught before any in-place write
+    with pytest.raises(RuntimeError, match=r"'2\.bias'.*fans: expected.*Nothing was changed"):
+        plan.apply(seed=0)
+    for k, v in _state(model).items():
+        assert torch.equal(before[k], v), k

@@ -268,7 +268,7 @@ class Plan:
     # -- doing -----------------------------------------------------------------------------------------
 
     def apply(self, seed: int = 0, device: torch.device | str | None = None, *, atomic: bool = True,
-              workers: int = 1) -> Any:
+              workers: int | None = None) -> Any:
         """Fill every planned parameter, then run the post steps; returns the model.
 
         ``seed`` (an int) and each entry's path determine its values (:func:`entry_seed`). ``device``:
@@ -285,14 +285,19 @@ class Plan:
         fails. In place saves the fresh memory, whose page faults cost about as much as the fill itself
         on CPU. The values are the same on every path. ``atomic=False`` fills every parameter that
         stays on its device in place, validated or not, so an initializer that fails half way leaves
-        the parameters before it changed. ``workers`` > 1 fills parameters on that
-        many threads (each entry has its own generator, so the values do not change); on a busy 2-core
-        machine one thread measured faster, because concurrent page faults of fresh memory contend.
+        the parameters before it changed. ``workers`` (default: ``torch.get_num_threads()``, so one
+        under a single-threaded torch) > 1 fills parameters on that many threads (each
+        entry has its own generator, so the values do not change); fresh tensors filled concurrently
+        contend on page faults, in-place fills do not (GPT-2-small, preset torch, 2 cores: 0.5–0.8× of
+        ``reset_parameters`` with two threads).
         """
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed: expected an int (entry seeds derive from it and each path), got {seed!r}.")
         if not isinstance(atomic, bool):
             raise TypeError(f"atomic: expected True or False, got {atomic!r}.")
+        if workers is None:
+            # Parallel fills do not change values (independent generators), so use the cores torch may use.
+            workers = max(1, torch.get_num_threads())
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers: expected an int >= 1 (threads filling parameters), got {workers!r}.")
         dev = None if device is None else torch.device(device)
@@ -389,8 +394,7 @@ class Plan:
 
         # Phase 2: every other value into fresh tensors (large ones first when several threads share the
         # work; each entry has its own generator, so the order of work does not change any value). A
-        # failure here leaves the model untouched (atomic) since no in-place fill has run yet.
-        # Phase 3 (first half): the in-place fills (atomic: trusted and validated; atomic=False: all).
+        # failure here leaves the model untouched (atomic) since no parameter has been written yet.
         def run(batch: list[tuple[str, torch.Tensor, list[PlanEntry], torch.device]]) -> list[torch.Tensor | None]:
             n = max(1, min(len(batch), workers))
             if n > 1:
@@ -398,16 +402,17 @@ class Plan:
                     return list(pool.map(compute, batch))
             return [compute(j) for j in batch]
 
-        jobs = fresh_jobs + in_place_jobs
-        fresh_list = run(fresh_jobs) + run(in_place_jobs)
+        fresh_list = run(fresh_jobs)
 
-        # Phase 3 (second half): swap the fresh tensors in (cannot fail half way for same-kind devices).
+        # Phase 3: swap the fresh tensors in and materialize buffers (both undone if anything later fails),
+        # then the in-place fills (atomic: trusted and validated, so they do not fail), then the post steps
+        # (a plan with post steps has no in-place fills when atomic, so undoing the swaps restores it all).
         undo: list[tuple[torch.Tensor, Any, str]] = []
         try:
-            for (_, param, _, _), fresh in zip(jobs, fresh_list, strict=True):
-                if fresh is not None:
-                    undo.append(_swap_in(param, fresh))
+            for (_, param, _, _), fresh in zip(fresh_jobs, fresh_list, strict=True):
+                undo.append(_swap_in(param, fresh))
             undo.extend(_materialize_buffers(self.model, dev))
+            run(in_place_jobs)
             for step in self.post_steps:
                 try:
                     step.fn(self.model)
