@@ -764,10 +764,14 @@ class _Recorder:
             if act is not None:
                 info["saturation"] = saturation_rule(act).fraction(t, self.scratch(t))
                 if act.name in _ZERO_BELOW and t.dim() >= 2:
-                    # kept (64 inputs) for the live-unit cosine, computed only if units turn out dead
-                    info["z_head"] = (
-                        t.detach()[:_COSINE_SAMPLES].reshape(min(t.shape[0], _COSINE_SAMPLES), -1).clone()
+                    # kept (64 inputs) for the live-unit cosine, computed only if units turn out dead;
+                    # a view suffices where the call cannot overwrite z (torch's own activation modules
+                    # with inplace=False), a copy otherwise
+                    head = t.detach()[:_COSINE_SAMPLES].reshape(min(t.shape[0], _COSINE_SAMPLES), -1)
+                    keeps = type(module).__module__.startswith("torch.nn.modules") and not getattr(
+                        module, "inplace", False
                     )
+                    info["z_head"] = head if keeps else head.clone()
         self.pending.setdefault(id(module), []).append(info)
 
     def activation_of(self, module: nn.Module) -> Activation | None:
@@ -877,9 +881,14 @@ class _Recorder:
             row["out_shape"] = tuple(out.shape)
             row["out_std"], row["out_mean"] = self.stats(out)
             if kind == "activation" and out.dim() >= 1 and out.shape[0] >= 1:
-                # a unit is dead when max over the batch of |output| is 0 (amax: no slow boolean reductions)
-                alive = torch.abs(out.detach(), out=self.scratch(out)).amax(dim=0) > 0
-                row["dead"] = dead = 1.0 - float(alive.sum()) / max(alive.numel(), 1)
+                # a unit is dead when max over the batch of |output| is 0 (amax: no slow boolean reductions);
+                # the output of torch's own nn.ReLU / nn.ReLU6 is ≥ 0 (or NaN, which abs keeps NaN), so
+                # there |·| is skipped: one pass over the output instead of two, with the same result.
+                o = out.detach()
+                if type(module) not in (nn.ReLU, nn.ReLU6):
+                    o = torch.abs(o, out=self.scratch(out))
+                alive = o.amax(dim=0) > 0
+                row["dead"] = dead = 1.0 - int(torch.count_nonzero(alive)) / max(alive.numel(), 1)
                 if dead > _DEAD_CHECK and "z_head" in info:
                     row["live_cosine"] = _cosine(
                         info["z_head"] * alive.reshape(-1).to(info["z_head"].dtype), self.buffers
