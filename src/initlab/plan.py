@@ -40,23 +40,7 @@ from .fans import Fans
 from .fans import fans as compute_fans
 from .initializers import Initializer, get, serialize
 from .initializers.base import FLOAT_DTYPES, _check_seed
-from .initializers.constant import Constant, Ones, Zeros
-from .initializers.random import RandomNormal, RandomUniform
 from .initializers.registry import CATALOGUE
-from .initializers.variance_scaling import (
-    GlorotNormal,
-    GlorotUniform,
-    HeNormal,
-    HeUniform,
-    KaimingNormal,
-    KaimingUniform,
-    LecunNormal,
-    LecunUniform,
-    TorchDefault,
-    VarianceScaling,
-    XavierNormal,
-    XavierUniform,
-)
 from .keras_support import is_keras_layer, keras_layer_info, keras_layers
 from .modules import LayerInfo, module_info
 from .presets import Choice, ParamSite, PostStep, PresetContext, _get_preset, resolve_options
@@ -65,26 +49,13 @@ __all__ = ["Plan", "PlanEntry", "plan"]
 
 _GLOB = set("*?[")
 
-#: Catalogue classes whose fill is one allocation-free in-place pass (``zero_``, ``fill_``, ``uniform_``
-#: or ``normal_`` with the entry's own generator) — nothing in it can raise once ``describe`` accepted
-#: the shape, layout and fans, the seed is a valid int and the tensor is a contiguous float32/float64
-#: view on a real device. Matched by exact type (a user subclass may override ``_fill``), and only while
-#: registered with origin keras/torch/jax. Truncated normals are left out: their samplers may redraw
-#: out-of-range values into scratch tensors, an allocation that could fail half way.
-_TRUSTED_FILLS = frozenset({
-    Constant, Zeros, Ones, RandomNormal, RandomUniform, VarianceScaling, GlorotUniform, GlorotNormal,
-    HeUniform, HeNormal, LecunUniform, LecunNormal, XavierUniform, XavierNormal, KaimingUniform,
-    KaimingNormal, TorchDefault,
-})
-_TRUSTED_ORIGINS = frozenset({"keras", "torch", "jax"})
-
 
 def _trusted(init: Initializer) -> bool:
-    """Whether ``init`` may fill a parameter in place during an all-or-nothing apply (see _TRUSTED_FILLS)."""
+    """Whether ``init`` may fill a parameter in place during an all-or-nothing apply: one of initlab's own
+    catalogue classes, by exact type (a user subclass may override ``_fill``), whose
+    :meth:`~initlab.initializers.Initializer.fill_cannot_fail` says its fill cannot raise once validated."""
     cls = type(init)
-    if cls not in _TRUSTED_FILLS or CATALOGUE.get(cls, ("user", ()))[0] not in _TRUSTED_ORIGINS:
-        return False
-    return not isinstance(init, VarianceScaling) or init.distribution in ("uniform", "untruncated_normal")
+    return cls.__module__.startswith("initlab.initializers.") and cls in CATALOGUE and init.fill_cannot_fail()
 
 
 @dataclass
@@ -328,7 +299,7 @@ class Plan:
                 jobs.append((path, param, entries, target))
 
         # Which parameters are filled in place. atomic=False: every one that stays on its device. atomic=True:
-        # only those whose entries all have trusted fills (see _TRUSTED_FILLS) on contiguous float32/float64
+        # only those whose entries all have trusted fills (see _trusted) on contiguous float32/float64
         # views, and only in a plan without post steps (a post step that fails must find every parameter's
         # old value to restore, and in-place fills keep none). Such a fill cannot fail once phase 1 below
         # accepted it, so writing it after every fallible computation keeps the all-or-nothing promise: an

@@ -155,6 +155,12 @@ class Initializer(abc.ABC):
         out = torch.empty(shape, dtype=dtype, device=device)
         return self(out, seed=seed, layout=layout, groups=groups, fans=fans)
 
+    def fill_cannot_fail(self) -> bool:
+        """Whether ``_fill`` is one allocation-free in-place pass (``zero_``, ``fill_``, ``uniform_``,
+        ``normal_``) that cannot raise once ``describe`` accepted the shape and the seed is valid.
+        ``Plan.apply`` fills such entries in place without losing all-or-nothing. Default: no."""
+        return False
+
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments, as in Keras's ``get_config``."""
         return {k: getattr(self, k) for k in self._config_keys}

@@ -36,6 +36,9 @@ class Constant(Initializer):
         return self._desc(shape, layout, fans, "constant", self.value, 0.0, self.value, self.value,
                           f"every value = {self.value:g} (variance 0)", value=self.value)
 
+    def fill_cannot_fail(self) -> bool:
+        return True
+
     def _fill(self, work: torch.Tensor, desc: Description, gen: torch.Generator | None) -> None:
         if self.value == 0.0:
             work.zero_()

@@ -43,6 +43,9 @@ class RandomNormal(Initializer):
                           f"var = stddev² = {self.stddev:g}² = {self.stddev**2:.4g}",
                           mean=self.mean, stddev=self.stddev)
 
+    def fill_cannot_fail(self) -> bool:
+        return True
+
     def _fill(self, work, desc, gen):
         work.normal_(self.mean, self.stddev, generator=gen)
 
@@ -68,6 +71,9 @@ class RandomUniform(Initializer):
                           self.minval, self.maxval,
                           f"var = (maxval − minval)²/12 = {w:g}²/12 = {w * w / 12:.4g}",
                           minval=self.minval, maxval=self.maxval)
+
+    def fill_cannot_fail(self) -> bool:
+        return True
 
     def _fill(self, work, desc, gen):
         work.uniform_(self.minval, self.maxval, generator=gen)

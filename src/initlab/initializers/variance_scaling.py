@@ -119,6 +119,10 @@ class VarianceScaling(Initializer):
         return self._desc(shape, layout, fans, "truncated_normal", 0.0, var, -2 * sd, 2 * sd, formula,
                           mean=0.0, stddev=sd, scale=self.scale, mode=self.mode)
 
+    def fill_cannot_fail(self) -> bool:
+        # The truncated sampler may redraw into scratch tensors: an allocation that could fail half way.
+        return self.distribution in ("uniform", "untruncated_normal")
+
     def _fill(self, work: torch.Tensor, desc, gen) -> None:
         if self.distribution == "uniform":
             work.uniform_(desc.low, desc.high, generator=gen)
