@@ -8,7 +8,7 @@ Output: final test accuracy (mean ± sd), epochs to target (median, k/n seeds) p
 one standard error of the difference, or 1 point when only one seed ran).
 
 Profiles: ``--quick`` (ReLU depth 30, SGD, default / glorot / he / orthogonal / auto, seed 0; experiments.md
-§4.6, ≈30 s) and ``--full`` (everything above, 240 runs, ≈20–25 min on 2 idle cores). Runs are resumable:
+§4.6, ≈30 s) and ``--full`` (everything above, 240 runs, ≈40 min on one core of this machine). Runs are resumable:
 records go to ``OUT/<activation>/runs.jsonl`` and a rerun skips finished cells.
 
 Published anchors (He et al. 2015, Fig. 3; experiments.md §2.5–2.6): ReLU 30 with SGD — He/orthogonal

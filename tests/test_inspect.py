@@ -130,6 +130,25 @@ def test_grad_norm_is_the_gradient_wrt_each_call_output_also_with_inplace_relu(i
         assert p.ratio == pytest.approx(p.grad_norm / p.norm)
 
 
+def test_parameter_statistics_match_torch_in_float64():
+    # Σw, Σw² are taken inside the layer's forward hook (first call) or, for parameters no hooked call
+    # owns and for a weight with |mean| ≫ std (one-pass cancellation), recomputed at the end; either way
+    # mean, std (n − 1) and ‖W‖ must agree with float64 torch to float32 round-off (rel 1e-5 ≫ 2⁻²³·√n).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4))
+    with torch.no_grad():
+        model[2].weight.add_(50.0)  # mean² ≈ 2500 ≫ 100·var: the two-pass fallback
+    model.register_parameter("unused", nn.Parameter(torch.randn(5, 3)))
+    r = initlab.inspect(model, torch.randn(16, 8), recommend=False)
+    by = {p.name: p for p in r.params}
+    for name, w in model.named_parameters():
+        d = w.detach().double()
+        got = by[name]
+        assert got.mean == pytest.approx(float(d.mean()), rel=1e-5, abs=1e-7)
+        assert got.std == pytest.approx(float(d.std()), rel=1e-5)
+        assert got.norm == pytest.approx(float(d.norm()), rel=1e-5)
+
+
 def test_saturation_rules_are_exact():
     # tanh' = 1 − tanh² < 0.05 ⇔ |z| > atanh(√0.95); P(|z| > c) = erfc(c/√2) for z ~ N(0, 1).
     rule = saturation_rule(initlab.activation("tanh"))

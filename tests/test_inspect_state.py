@@ -142,3 +142,53 @@ def test_keras_state_is_restored(keras):
     assert r.trends.depth == 2
     assert all(torch.equal(a, v.value) for a, v in zip(before, model.variables, strict=True))
     assert model.layers[0].activation is act
+
+
+def _pure() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def test_parameters_are_copied_only_when_user_code_could_write_them():
+    from initlab.inspect import _params_untouchable
+
+    m = _pure()
+    params = list(m.named_parameters())
+    assert _params_untouchable(m, None, params)  # torch's own modules only: nothing can write them
+    assert _params_untouchable(m, nn.MSELoss(), params)
+    assert not _params_untouchable(m, lambda out, t: out.sum(), params)  # a user loss is user code
+    assert not _params_untouchable(Net(), None, list(Net().named_parameters()))  # a custom forward
+    h = m[0].register_forward_hook(lambda mod, a, o: None)
+    assert not _params_untouchable(m, None, params)
+    h.remove()
+    h = m[3].weight.register_hook(lambda g: g)
+    assert not _params_untouchable(m, None, params)
+    h.remove()
+    h = nn.modules.module.register_module_forward_hook(lambda mod, a, o: None)
+    try:
+        assert not _params_untouchable(m, None, params)
+    finally:
+        h.remove()
+
+
+@pytest.mark.parametrize("route", ["hook", "loss"])
+def test_writes_through_data_by_user_code_are_undone(route):
+    # Writes through .data bump no version counter: only a copy can undo them, and user code gets one.
+    m = _pure()
+    x = torch.randn(16, 6)
+    before = _state(m)
+    loss_fn = None
+    if route == "hook":
+        def hook(mod, args, out):
+            mod.weight.data.mul_(3.0)
+
+        handle = m[0].register_forward_hook(hook)
+    else:
+        def loss_fn(out, target):
+            m[3].bias.data.add_(1.0)
+            return out.pow(2).sum()
+    initlab.inspect(m, x, loss_fn=loss_fn, recommend=False)
+    if route == "hook":
+        handle.remove()
+    after = _state(m)
+    assert after == before

@@ -18,24 +18,54 @@ def _mlp(act: type[nn.Module], **kw) -> nn.Sequential:
 
 
 @pytest.mark.parametrize("with_input", [True, False])
-def test_relu_mlp_gets_he(with_input):
+def test_relu_mlp_gets_orthogonal_at_hes_gain(with_input):
     model = _mlp(nn.ReLU)
     plan = initlab.plan(model, "auto", example_input=torch.randn(2, 10) if with_input else None)
+    assert [plan[f"{i}.weight"].initializer.name for i in (0, 2, 4)] == ["Orthogonal", "Orthogonal", "GlorotUniform"]
+    e = plan["2.weight"]
+    assert "followed by relu (module '3')" in e.why and "Saxe" in e.why and "He" in e.why
+    assert e.initializer.gain == pytest.approx(math.sqrt(2))
+    assert e.std == pytest.approx(math.sqrt(2 / 32))  # square: He's variance, 2/fan_in
+    # 32×10: orthonormal columns ×√2 keep ‖x‖·√2, i.e. E[w²] = 2/32, not He's 2/10
+    assert plan["0.weight"].std == pytest.approx(math.sqrt(2 / 32))
+    assert "no nonlinearity follows" in plan["4.weight"].why
+    assert plan["0.bias"].initializer.name == "Zeros"
+    plan.apply(seed=0)
+    w = model[2].weight.detach().double()
+    assert torch.allclose(w @ w.t(), 2 * torch.eye(32, dtype=torch.float64), atol=1e-5)
+
+
+@pytest.mark.parametrize("with_input", [True, False])
+def test_dense_variance_option_gives_the_iid_laws(with_input):
+    plan = initlab.plan(_mlp(nn.ReLU), "auto", example_input=torch.randn(2, 10) if with_input else None,
+                        options={"dense": "variance"})
     assert [plan[f"{i}.weight"].initializer.name for i in (0, 2, 4)] == ["HeUniform", "HeUniform", "GlorotUniform"]
     assert "followed by relu (module '1')" in plan["0.weight"].why and "He" in plan["0.weight"].why
     assert plan["0.weight"].std == pytest.approx(math.sqrt(2 / 10))
-    assert "no nonlinearity follows" in plan["4.weight"].why
-    assert plan["0.bias"].initializer.name == "Zeros"
+    tanh = initlab.plan(_mlp(nn.Tanh), "auto", example_input=torch.randn(2, 10), options={"dense": "variance"})
+    e = tanh["2.weight"]
+    assert e.initializer.name == "GlorotUniform" and "followed by tanh" in e.why and "Glorot" in e.why
+    assert e.std == pytest.approx(math.sqrt(2 / 64))
+    leaky = initlab.plan(_mlp(nn.LeakyReLU, negative_slope=0.3), "auto", example_input=torch.randn(2, 10),
+                         options={"dense": "variance"})
+    e = leaky["0.weight"]
+    assert e.initializer.name == "KaimingUniform" and e.std == pytest.approx(math.sqrt(2 / ((1 + 0.09) * 10)))
 
 
 def test_leaky_slope_and_tanh_mlp():
     leaky = initlab.plan(_mlp(nn.LeakyReLU, negative_slope=0.3), "auto", example_input=torch.randn(2, 10))
-    e = leaky["0.weight"]
-    assert e.initializer.name == "KaimingUniform" and e.std == pytest.approx(math.sqrt(2 / ((1 + 0.09) * 10)))
+    e = leaky["2.weight"]
+    assert e.initializer.name == "Orthogonal" and e.initializer.gain == pytest.approx(math.sqrt(2 / 1.09))
+    assert e.std == pytest.approx(math.sqrt(2 / ((1 + 0.09) * 32)))
     tanh = initlab.plan(_mlp(nn.Tanh), "auto", example_input=torch.randn(2, 10))
     e = tanh["2.weight"]
-    assert e.initializer.name == "GlorotUniform" and "followed by tanh" in e.why and "Glorot" in e.why
-    assert e.std == pytest.approx(math.sqrt(2 / 64))
+    sw2 = initlab.theory.critical("tanh", 0.05)
+    assert e.initializer.name == "Orthogonal" and "followed by tanh" in e.why and "edge-of-chaos" in e.why
+    assert e.initializer.gain == pytest.approx(math.sqrt(sw2)) and sw2 == pytest.approx(1.761, abs=1e-3)
+    assert tanh["2.bias"].initializer.name == "Zeros"
+    # sigmoid layers are not covered by the measurement behind the orthogonal rule: Glorot stays
+    sig = initlab.plan(_mlp(nn.Sigmoid), "auto", example_input=torch.randn(2, 10))
+    assert sig["2.weight"].initializer.name == "GlorotUniform"
 
 
 class _Block(nn.Module):

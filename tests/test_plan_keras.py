@@ -100,7 +100,7 @@ def test_keras_snippet_plans_and_reinitializes(keras):
 
     auto = initlab.plan(model, preset="auto")
     names = [e.initializer.name for e in auto.entries if e.path.endswith("kernel")]
-    assert names == ["HeUniform", "HeUniform", "GlorotUniform"]
+    assert names == ["Orthogonal", "Orthogonal", "GlorotUniform"]
     assert "relu" in auto.entries[0].why and "softmax" in auto.entries[4].why
     auto.apply(seed=1)
     assert torch.isfinite(model(x)).all()
@@ -138,9 +138,14 @@ def test_keras_activation_layers_are_followed(keras):
                               L.Dense(3)])
     plan = initlab.plan(model, "auto")
     kernels = [e for e in plan.entries if e.path.endswith("kernel")]
-    assert kernels[0].initializer.get_config()["a"] == pytest.approx(0.3) and "batch_normalization" in kernels[0].why
-    assert kernels[1].initializer.get_config()["a"] == pytest.approx(0.2)  # Keras's leaky_relu default slope
-    assert kernels[2].initializer.name == "GlorotUniform" and "tanh" in kernels[2].why and "dropout" in kernels[2].why
+    assert kernels[0].initializer.gain == pytest.approx(math.sqrt(2 / (1 + 0.3**2)))
+    assert "batch_normalization" in kernels[0].why
+    assert kernels[1].initializer.gain == pytest.approx(math.sqrt(2 / (1 + 0.2**2)))  # Keras's leaky_relu slope
+    assert kernels[2].initializer.name == "Orthogonal" and "tanh" in kernels[2].why and "dropout" in kernels[2].why
+    variance = initlab.plan(model, "auto", options={"dense": "variance"})
+    kernels = [e for e in variance.entries if e.path.endswith("kernel")]
+    assert kernels[0].initializer.get_config()["a"] == pytest.approx(0.3)
+    assert kernels[2].initializer.name == "GlorotUniform"
     assert "no nonlinearity follows" in kernels[3].why
 
 

@@ -36,16 +36,17 @@ def _labels(p: initlab.Plan) -> dict[str, str]:
 
 def test_options_are_discoverable_and_defaults_keep_auto_unchanged():
     opts = preset_options("auto")
-    assert list(opts) == [o.name for o in AUTO_OPTIONS] == ["saturating", "smooth", "sigma_b2", "orthogonal"]
+    assert list(opts) == [o.name for o in AUTO_OPTIONS] == ["saturating", "smooth", "sigma_b2", "dense", "orthogonal"]
     assert opts["saturating"].choices == ("glorot", "critical") and opts["saturating"].default == "glorot"
     assert opts["smooth"].choices == ("gain", "critical") and opts["smooth"].default == "gain"
     assert opts["sigma_b2"].default == 0.05 and opts["orthogonal"].default is False
+    assert opts["dense"].choices == ("orthogonal", "variance") and opts["dense"].default == "orthogonal"
     assert all(o.doc for o in opts.values())
     assert preset_options("torch") == {}
 
     m, x = _mlp(), _x()
     base = initlab.plan(m, "auto", example_input=x)
-    for given in (None, {}, {"saturating": "glorot", "smooth": "gain"}):
+    for given in (None, {}, {"saturating": "glorot", "smooth": "gain", "dense": "orthogonal"}):
         p = initlab.plan(m, "auto", example_input=x, options=given)
         assert _labels(p) == _labels(base)
         assert [e.why for e in p.entries] == [e.why for e in base.entries]
@@ -69,7 +70,10 @@ def test_saturating_critical_gives_tanh_and_sigmoid_layers_critical_and_says_so(
         assert abs(e.initializer.chi1 - 1.0) < 1e-3  # on the edge of chaos
         assert e.std == pytest.approx(math.sqrt(sw / fan_in), rel=1e-12)
         assert e.why.startswith(f"saturating='critical': followed by {act}")
-        assert "χ₁ = 1" in e.why and "without the option auto would choose GlorotUniform" in e.why
+        assert "χ₁ = 1" in e.why
+        # what auto gives the layer without the option: orthogonal (dense before tanh), Glorot (sigmoid)
+        assert f"without the option auto would choose {base[path].initializer_label}" in e.why
+        assert base[path].initializer_label == {"tanh": "Orthogonal(gain=1.327)", "sigmoid": "GlorotUniform"}[act]
         bias = p[path.replace("weight", "bias")]
         assert bias.initializer is e.initializer and bias.std == pytest.approx(math.sqrt(0.05))
         assert "N(0, σ_b² = 0.05)" in bias.why and path in bias.why
@@ -148,8 +152,9 @@ def test_smooth_critical_and_explained_fallbacks():
         assert e.initializer_label == base[path].initializer_label  # auto's usual choice ...
         assert e.why.endswith(base[path].why)  # ... with auto's usual reason after the option's
         assert p[path.replace("weight", "bias")].why == base[path.replace("weight", "bias")].why
-    # tanh is governed by 'saturating', which stays at its default
-    assert p["6.weight"].initializer_label == "GlorotUniform" and p["6.weight"].why == base["6.weight"].why
+    # tanh is governed by 'saturating', which stays at its default (auto's dense rule: orthogonal)
+    assert p["6.weight"].initializer_label == base["6.weight"].initializer_label == "Orthogonal(gain=1.327)"
+    assert p["6.weight"].why == base["6.weight"].why
 
 
 def test_layers_outside_the_theory_keep_auto_with_the_reason():
@@ -236,7 +241,7 @@ def test_custom_presets_declare_options_and_pass_them_to_auto():
     p = initlab.plan(m, "_test_opts", example_input=x, options={"edge": True})
     assert isinstance(p["0.weight"].initializer, Critical) and p.options == {"edge": True}
     assert seen == [{"edge": True}, {"edge": True}]
-    assert initlab.plan(m, "_test_opts", example_input=x)["0.weight"].initializer_label == "GlorotUniform"
+    assert initlab.plan(m, "_test_opts", example_input=x)["0.weight"].initializer_label == "Orthogonal(gain=1.327)"
     with pytest.raises(ValueError, match=r"preset 'auto' has no option 'edge'"):
         register_preset("_test_opts_bad", lambda ctx: ctx.apply_preset("auto", options={"edge": 1}), replace=True)
         initlab.plan(m, "_test_opts_bad", example_input=x)

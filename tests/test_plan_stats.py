@@ -113,7 +113,7 @@ def test_auto_sampled_values_follow_the_plan():
     _check_plan(plan, model)
     families = {e.path: e.initializer.name for e in plan.entries}
     assert families["conv.weight"] == "HeUniform" and families["fc.0.weight"] == "VarianceScaling"
-    assert families["dw.weight"] == "VarianceScaling" and families["fc.2.weight"] == "GlorotUniform"
+    assert families["dw.weight"] == "VarianceScaling" and families["fc.2.weight"] == "Orthogonal"
     assert families["convt.weight"] == "KaimingUniform" and families["lstm.weight_hh_l0[g]"] == "Orthogonal"
 
 

@@ -277,7 +277,9 @@ def saturation_rule(act: Activation) -> SaturationRule:
                 lo = mid
             else:
                 hi = mid
-        edges.append(hi)
+        # Kinks of piecewise activations sit at integers (ReLU at 0, ReLU6 at 6, hardtanh at ±1); bisection
+        # lands within ~1e-18 of them, and an edge of exactly 0 spares a subtraction pass over z per call.
+        edges.append(float(round(hi)) if abs(hi - round(hi)) < 1e-12 else hi)
     first = bool(sat[0])
     # P(saturated) under N(0, 1): sum of Φ(b) − Φ(a) over the saturated intervals.
     bounds = [-math.inf, *edges, math.inf]
@@ -350,7 +352,13 @@ def _is_keras(model: Any) -> bool:
 class _Snapshot:
     """Everything inspection could touch, restored exactly by :meth:`restore`."""
 
-    def __init__(self, model: nn.Module, modules: list[tuple[str, nn.Module]], devices: set[torch.device]):
+    def __init__(
+        self,
+        model: nn.Module,
+        modules: list[tuple[str, nn.Module]],
+        devices: set[torch.device],
+        params_untouchable: bool = False,
+    ):
         self.slots: list[tuple[nn.Module, str, str, torch.Tensor, torch.Tensor, Any, bool]] = []
         self.storage: dict[int, torch.Tensor] = {}
         seen: set[int] = set()
@@ -365,9 +373,13 @@ class _Snapshot:
                     seen.add(id(t))
                     self.storage[id(t)] = t.data  # the tensor behind .data, in case someone swaps it
                     self.slots.append((m, kind, name, t, copy, t.grad, t.requires_grad))
-        copies = _copy_all([c for (_, _, _, _, c, _, _) in self.slots if c is not None])
+        # Values are copied only where the run could write them: buffers always (BatchNorm running
+        # statistics), parameters unless no code but torch's own modules runs (see _params_untouchable).
+        copies = _copy_all([
+            c for (_, kind, _, _, c, _, _) in self.slots if c is not None and not (params_untouchable and kind == "param")
+        ])
         self.slots = [
-            (m, kind, name, t, None if c is None else copies[id(c)], g, r)
+            (m, kind, name, t, None if c is None else copies.get(id(c), _KEEP), g, r)
             for (m, kind, name, t, c, g, r) in self.slots
         ]
         # ``.grad`` tensors are set aside rather than copied: each leaf's ``.grad`` is None during the
@@ -407,7 +419,8 @@ class _Snapshot:
                         t.requires_grad_(req)
                     # Always copied back: writes through .data do not bump the version counter,
                     # so "unchanged" cannot be told cheaply and exactly.
-                    t.copy_(copy)
+                    if copy is not _KEEP:
+                        t.copy_(copy)
                     if t.is_leaf:
                         t.grad = grad
                     if grad is not None and id(t) in self.grad_values:
@@ -426,6 +439,37 @@ class _Snapshot:
         torch.set_rng_state(self.rng)
         for d, state in self.cuda.items():
             torch.cuda.set_rng_state(state, d)
+
+
+_KEEP = torch.empty(0)  # marks a parameter whose values the run cannot write (no copy was taken)
+
+
+def _params_untouchable(model: nn.Module, loss_fn: Any, params: list[tuple[str, torch.Tensor]]) -> bool:
+    """True when nothing that runs during inspection can write a parameter's values, so that copying
+    them in and out (a model's worth of memory traffic, ~0.1× a forward+backward) can be skipped.
+
+    That holds when every module is one of torch's own (class defined in ``torch.nn.modules``: their
+    forwards never write parameters), no module, global or parameter hook is registered (user code
+    that could), and the loss is the default or one of torch's loss modules. Anything else — custom
+    forwards, parametrizations, Keras layers, hooks, a custom ``loss_fn`` — gets the copy.
+    """
+    from torch.nn.modules import module as _module
+
+    if loss_fn is not None and not (
+        isinstance(loss_fn, nn.modules.loss._Loss) and type(loss_fn).__module__.startswith("torch.nn.modules")
+    ):
+        return False
+    for store in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                  "_global_backward_pre_hooks", "_global_forward_hooks_always_called"):
+        if getattr(_module, store, None):
+            return False
+    for m in model.modules():
+        if not type(m).__module__.startswith("torch.nn.modules"):
+            return False
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+            return False
+    return all(not getattr(p, "_backward_hooks", None) and not getattr(p, "_post_accumulate_grad_hooks", None)
+               for _, p in params)
 
 
 def _copy_all(tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:
@@ -591,6 +635,79 @@ def _std_mean(t: torch.Tensor) -> tuple[float, float]:
     return float((d64 - mean64).pow(2).sum().div(n - 1).sqrt()), float(mean64)
 
 
+def _from_sums(n: int, s1: float, s2: float, squares64: bool = False) -> tuple[float, float] | None:
+    """(std, mean) from Σx and Σx² by the one-pass formula, or None where it cannot be trusted (see
+    :func:`_std_mean`: non-finite sums, squares at the edge of float32's range, cancellation).
+    ``squares64``: Σx² was accumulated in float64 from float32 values, whose squares cannot underflow
+    there, so Σx² = 0 means an all-zero tensor (exactly (0, 0)) rather than lost digits."""
+    mean = s1 / n
+    var = (s2 - n * mean * mean) / (n - 1)
+    tiny = s2 > 1e-20 * n or (squares64 and s2 == 0.0 and s1 == 0.0)
+    if math.isfinite(s2) and tiny and math.isfinite(s1) and var >= 0 and var * 100 >= mean * mean:
+        return math.sqrt(var), mean
+    return None
+
+
+def _weight_sums(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σw and Σw² of a float parameter as 0-d tensors (no host round trip). Small float32 tensors
+    (biases, norms: ≤ 4096 elements) are summed in float64, so an all-zero bias is told from squares
+    that underflowed float32 without a second look."""
+    d = p.detach().reshape(-1)
+    if d.numel() <= 4096 and d.dtype == torch.float32:
+        d = d.to(torch.float64)
+    # (a float32 sum with dtype=float64 takes a slow path: ~20× a plain sum at 256×256)
+    return d.sum(), torch.dot(d, d)
+
+
+def _sums_many(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[float, float]]:
+    """(Σx, Σx²) pairs of 0-d tensors as Python floats, with one host round trip per device and dtype."""
+    out: list[tuple[float, float] | None] = [None] * len(pairs)
+    by_device: dict[Any, list[int]] = {}
+    for i, (a, _) in enumerate(pairs):
+        by_device.setdefault((a.device, a.dtype), []).append(i)
+    for idx in by_device.values():
+        flat = torch.stack([t for i in idx for t in pairs[i]]).tolist()
+        for k, i in enumerate(idx):
+            out[i] = (flat[2 * k], flat[2 * k + 1])
+    return out  # type: ignore[return-value]
+
+
+def _std_mean_many(tensors: Sequence[torch.Tensor]) -> list[tuple[float, float]]:
+    """:func:`_std_mean` of each tensor, with the sums of every float32/float64 tensor of a device taken
+    together (``torch._foreach_norm`` for Σx², one stacked ``tolist`` for Σx) instead of two reductions
+    and two host round trips per tensor; any tensor the one-pass formula does not suit gets
+    :func:`_std_mean` itself."""
+    out: list[tuple[float, float] | None] = [None] * len(tensors)
+    groups: dict[tuple[Any, Any], list[int]] = {}
+    for i, t in enumerate(tensors):
+        if t.dtype in (torch.float32, torch.float64) and t.numel() >= 2 and t.layout == torch.strided:
+            groups.setdefault((t.device, t.dtype), []).append(i)
+    for idx in groups.values():
+        ds = [tensors[i].detach() for i in idx]
+        norms = torch._foreach_norm(ds)
+        sums = torch.stack([d.sum() for d in ds])
+        both = torch.stack([torch.stack(norms).to(sums.dtype), sums]).tolist()
+        for k, i in enumerate(idx):
+            out[i] = _from_sums(ds[k].numel(), both[1][k], both[0][k] ** 2)
+    return [o if o is not None else _std_mean(t) for o, t in zip(out, tensors, strict=True)]
+
+
+def _norms(tensors: Sequence[torch.Tensor]) -> list[float]:
+    """:func:`_norm` of each tensor: one ``torch._foreach_norm`` and one host round trip per
+    (device, dtype) group; values that may have overflowed or underflowed are redone by :func:`_norm`."""
+    out: list[float | None] = [None] * len(tensors)
+    groups: dict[tuple[Any, Any], list[int]] = {}
+    for i, t in enumerate(tensors):
+        if t.layout == torch.strided and t.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            groups.setdefault((t.device, t.dtype), []).append(i)
+    for idx in groups.values():
+        vals = torch.stack(torch._foreach_norm([tensors[i].detach() for i in idx])).tolist()
+        for k, i in enumerate(idx):
+            if math.isfinite(vals[k]) and vals[k] >= 1e-10:
+                out[i] = vals[k]
+    return [o if o is not None else _norm(t) for o, t in zip(out, tensors, strict=True)]
+
+
 def _norm(t: torch.Tensor) -> float:
     """‖t‖₂ in the tensor's precision; in float64 when float32 overflows (‖g‖² beyond 3.4e38) or may
     have underflowed (‖g‖ < 1e-10: squares of elements below ~1e-19 leave float32's normal range)."""
@@ -621,6 +738,7 @@ def _cosine(t: torch.Tensor, scratch: dict[tuple[Any, ...], torch.Tensor] | None
     nonzero = int(torch.count_nonzero(norms))
     total = torch.mv(y.T, norms.clamp_min(1e-300).reciprocal())  # Σ_i y_i/‖y_i‖
     return (float(total @ total) - nonzero) / (n * (n - 1))
+
 
 
 # --------------------------------------------------------------------------------------------------
@@ -720,6 +838,10 @@ class _Recorder:
         self.stack: list[str] = []
         self.fcalls: dict[str, int] = {}
         self.kinds: dict[int, str] = {}
+        # Σw and Σw² of each torch parameter, taken right after its layer's call, while the weights are
+        # still in cache from the layer's own kernel (read again cold at the end, they cost ~0.1× a
+        # forward+backward on a 50-layer MLP); 0-d tensors, converted in one round trip at the end.
+        self.weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def scratch(self, t: torch.Tensor) -> torch.Tensor:
         """A reusable buffer shaped like ``t``: elementwise temporaries in the middle of a forward would
@@ -851,6 +973,16 @@ class _Recorder:
             return
         if self.keras_act_rows.pop(id(module), False):
             return  # rows already written by the activation wrapper
+        if not self.keras and n == 1:
+            for p in module._parameters.values():
+                if (
+                    p is not None
+                    and id(p) not in self.weight_sums
+                    and p.dtype in (torch.float32, torch.float64)
+                    and p.layout == torch.strided
+                    and p.numel() >= 2
+                ):
+                    self.weight_sums[id(p)] = _weight_sums(p)
         self._row(path, module, info, out, n, self.kind_of(module), self.activation_of(module))
 
     def _row(
@@ -1064,9 +1196,14 @@ def _run_once(
                     "is no gradient to measure; check that the model's output is computed from x."
                 )
             grads = torch.autograd.grad(loss, wrt, allow_unused=True)
-        by_id: dict[int, torch.Tensor | None] = {}
-        for p, g in zip(wrt[: len(wrt) - len(leaves)], grads, strict=False):
-            by_id[id(p)] = None if g is None else _norm(g)
+        by_id: dict[int, float | None] = {}
+        pairs = [(p, g) for p, g in zip(wrt[: len(wrt) - len(leaves)], grads, strict=False)]
+        present = [(p, g) for p, g in pairs if g is not None]
+        for (p, _), v in zip(present, _norms([g for _, g in present]), strict=True):
+            by_id[id(p)] = v
+        for p, g in pairs:
+            if g is None:
+                by_id[id(p)] = None
         return rec, by_id, loss.detach()
     finally:
         for h in handles:
@@ -1259,23 +1396,29 @@ def inspect(
 
     function_mode = _needs_function_mode(model, keras)
     snap = _Snapshot(
-        model, [(p, m) for p, m, _ in hooked], _devices(model, x if x is not None else runs_in[0][0])
+        model,
+        [(p, m) for p, m, _ in hooked],
+        _devices(model, x if x is not None else runs_in[0][0]),
+        params_untouchable=not keras and _params_untouchable(model, loss_fn, params),
     )
     flush_before = flush_denormal_state()
     torch.set_flush_denormal(True)
     flushed = flush_denormal_state()
     try:
         rows_runs, block_runs, grad_runs, losses = [], [], [], []
+        weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for xb, tb in runs_in:
             for s in seed_list:
                 if s is not None:
                     torch.manual_seed(int(s))
                 rec, grads, loss = _run_once(model, xb, loss_fn, tb, hooked, keras, params, function_mode)
+                if not weight_sums:
+                    weight_sums = rec.weight_sums
                 rows_runs.append(rec.rows)  # every statistic is already a Python float
                 block_runs.append(rec.blocks)
                 grad_runs.append({k: (None if v is None else float(v)) for k, v in grads.items()})
                 losses.append(float(loss))
-        param_stats = _param_stats(model, params, hooked, keras, grad_runs)
+        param_stats = _param_stats(model, params, hooked, keras, grad_runs, weight_sums)
     finally:
         torch.set_flush_denormal(flush_before)
         snap.restore()
@@ -1374,6 +1517,7 @@ def _param_stats(
     hooked: list[tuple[str, nn.Module, bool]],
     keras: bool,
     grad_runs: list[dict[int, float | None]],
+    weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> list[ParamStats]:
     from .fans import fans
 
@@ -1384,11 +1528,21 @@ def _param_stats(
     layout = "keras" if keras else "torch"
     out = []
     fan_cache: dict[tuple[tuple[int, ...], str], int | None] = {}
-    for name, p in params:
+    weight_sums = weight_sums or {}
+    taken = [p for _, p in params if id(p) in weight_sums]
+    known = {
+        id(p): _from_sums(p.numel(), s1, s2, squares64=p.numel() <= 4096 and p.dtype == torch.float32)
+        for p, (s1, s2) in zip(taken, _sums_many([weight_sums[id(p)] for p in taken]), strict=True)
+    }
+    rest = [p for _, p in params if known.get(id(p)) is None]
+    known.update({id(p): sm for p, sm in zip(rest, _std_mean_many([p.detach() for p in rest]), strict=True)})
+    stats = [known[id(p)] for _, p in params]
+    for (name, p), sm in zip(params, stats, strict=True):
         mod, pretty = owner.get(id(p), ("", name))
         d = p.detach()
         n = d.numel()
-        sm = _std_mean(d) if n else (0.0, 0.0)
+        if not n:
+            sm = (0.0, 0.0)
         # ‖W‖² = Σw² = (n − 1)·std² + n·mean²: no second pass over the weights.
         norm = math.sqrt(max((n - 1) * sm[0] ** 2 + n * sm[1] ** 2, 0.0)) if n > 1 else float(_norm(d))
         gvals = [r.get(id(p)) for r in grad_runs]
