@@ -1117,16 +1117,17 @@ def _run_once(
     wrapped: list[tuple[nn.Module, Any]] = []
     try:
         for path, m, leaf in hooked:
-            # A pre-hook is needed where the input may be overwritten during the call (activations,
-            # inplace=True modules), for containers (the residual branch), for Keras layers and for
-            # the module stack that names functional activations; other layers read their input
-            # after the call, one hook dispatch cheaper.
+            # A pre-hook is needed where the input may be overwritten during the call (inplace=True
+            # modules, activations other than torch's own), for containers (the residual branch), for
+            # Keras layers and for the module stack that names functional activations; other layers,
+            # torch's own activations with inplace=False among them, read their input after the call,
+            # one hook dispatch cheaper.
             needs_pre = (
                 function_mode
                 or keras
                 or not leaf
-                or isinstance(m, _ACT_TYPES)
                 or bool(getattr(m, "inplace", False))
+                or (isinstance(m, _ACT_TYPES) and not type(m).__module__.startswith("torch.nn.modules"))
             )
             if needs_pre:
                 handles.append(
