@@ -622,14 +622,15 @@ def _std_mean(t: torch.Tensor) -> tuple[float, float]:
         flat = d.reshape(-1)
         s1 = float(flat.sum())  # torch's CPU sum is cascaded: float32 keeps ~1e-7 relative
         s2 = float(torch.dot(flat, flat))
+        squares64 = False
         if not (math.isfinite(s2) and s2 > 1e-20 * n):
             # Squares overflow (elements beyond ~1e19) or underflow (below ~1e-19) in float32:
             # one float64 norm, the squares accumulated in float64.
             s2 = float(torch.linalg.vector_norm(flat, dtype=torch.float64)) ** 2
-        mean = s1 / n
-        var = (s2 - n * mean * mean) / (n - 1)
-        if math.isfinite(s2) and math.isfinite(s1) and var >= 0 and var * 100 >= mean * mean:
-            return math.sqrt(var), mean
+            squares64 = True
+        found = _from_sums(n, s1, s2, squares64)
+        if found is not None:
+            return found
     d64 = d.to(torch.float64)
     mean64 = d64.mean()
     return float((d64 - mean64).pow(2).sum().div(n - 1).sqrt()), float(mean64)
@@ -637,26 +638,28 @@ def _std_mean(t: torch.Tensor) -> tuple[float, float]:
 
 def _from_sums(n: int, s1: float, s2: float, squares64: bool = False) -> tuple[float, float] | None:
     """(std, mean) from Σx and Σx² by the one-pass formula, or None where it cannot be trusted (see
-    :func:`_std_mean`: non-finite sums, squares at the edge of float32's range, cancellation).
-    ``squares64``: Σx² was accumulated in float64 from float32 values, whose squares cannot underflow
-    there, so Σx² = 0 means an all-zero tensor (exactly (0, 0)) rather than lost digits."""
+    :func:`_std_mean`: non-finite sums, squares that may have underflowed float32, cancellation).
+    ``squares64``: Σx² was accumulated in float64 (where float32 values' squares cannot underflow), so
+    a small or zero Σx² is exact — Σx² = 0 is an all-zero tensor, (0, 0) — rather than lost digits."""
+    if not (squares64 or s2 > 1e-20 * n):
+        return None
     mean = s1 / n
     var = (s2 - n * mean * mean) / (n - 1)
-    tiny = s2 > 1e-20 * n or (squares64 and s2 == 0.0 and s1 == 0.0)
-    if math.isfinite(s2) and tiny and math.isfinite(s1) and var >= 0 and var * 100 >= mean * mean:
+    if math.isfinite(s2) and math.isfinite(s1) and var >= 0 and var * 100 >= mean * mean:
         return math.sqrt(var), mean
     return None
 
 
-def _weight_sums(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Σw and Σw² of a float parameter as 0-d tensors (no host round trip). Small float32 tensors
-    (biases, norms: ≤ 4096 elements) are summed in float64, so an all-zero bias is told from squares
-    that underflowed float32 without a second look."""
+def _weight_sums(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Σw and Σw² of a float parameter as 0-d tensors (no host round trip), and whether the squares
+    were summed in float64 (see :func:`_from_sums`): small float32 tensors (biases, norms: ≤ 4096
+    elements) are, so an all-zero bias is told from squares that underflowed without a second look."""
     d = p.detach().reshape(-1)
-    if d.numel() <= 4096 and d.dtype == torch.float32:
+    squares64 = d.numel() <= 4096 and d.dtype == torch.float32
+    if squares64:
         d = d.to(torch.float64)
     # (a float32 sum with dtype=float64 takes a slow path: ~20× a plain sum at 256×256)
-    return d.sum(), torch.dot(d, d)
+    return d.sum(), torch.dot(d, d), squares64
 
 
 def _sums_many(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[float, float]]:
@@ -740,7 +743,6 @@ def _cosine(t: torch.Tensor, scratch: dict[tuple[Any, ...], torch.Tensor] | None
     return (float(total @ total) - nonzero) / (n * (n - 1))
 
 
-
 # --------------------------------------------------------------------------------------------------
 # Activations called as functions (F.relu, torch.tanh, x.relu_(), …) inside custom forwards
 # --------------------------------------------------------------------------------------------------
@@ -822,7 +824,7 @@ def _needs_function_mode(model: Any, keras: bool) -> bool:
 
 
 class _Recorder:
-    def __init__(self, keras: bool):
+    def __init__(self, keras: bool, weights: bool = True):
         self.keras = keras
         self.rows: list[dict[str, Any]] = []
         self.blocks: list[dict[str, Any]] = []
@@ -841,7 +843,8 @@ class _Recorder:
         # Σw and Σw² of each torch parameter, taken right after its layer's call, while the weights are
         # still in cache from the layer's own kernel (read again cold at the end, they cost ~0.1× a
         # forward+backward on a 50-layer MLP); 0-d tensors, converted in one round trip at the end.
-        self.weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
+        self.weights = weights  # collect them (the first of several runs does; weights do not change)
 
     def scratch(self, t: torch.Tensor) -> torch.Tensor:
         """A reusable buffer shaped like ``t``: elementwise temporaries in the middle of a forward would
@@ -973,7 +976,7 @@ class _Recorder:
             return
         if self.keras_act_rows.pop(id(module), False):
             return  # rows already written by the activation wrapper
-        if not self.keras and n == 1:
+        if self.weights and not self.keras and n == 1:
             for p in module._parameters.values():
                 if (
                     p is not None
@@ -1111,8 +1114,9 @@ def _run_once(
     keras: bool,
     params: list[tuple[str, torch.Tensor]],
     function_mode: bool = False,
-) -> tuple[_Recorder, dict[int, torch.Tensor | None], torch.Tensor]:
-    rec = _Recorder(keras)
+    weights: bool = True,
+) -> tuple[_Recorder, dict[int, float | None], torch.Tensor]:
+    rec = _Recorder(keras, weights)
     handles = []
     wrapped: list[tuple[nn.Module, Any]] = []
     try:
@@ -1197,14 +1201,10 @@ def _run_once(
                     "is no gradient to measure; check that the model's output is computed from x."
                 )
             grads = torch.autograd.grad(loss, wrt, allow_unused=True)
-        by_id: dict[int, float | None] = {}
-        pairs = [(p, g) for p, g in zip(wrt[: len(wrt) - len(leaves)], grads, strict=False)]
-        present = [(p, g) for p, g in pairs if g is not None]
-        for (p, _), v in zip(present, _norms([g for _, g in present]), strict=True):
-            by_id[id(p)] = v
-        for p, g in pairs:
-            if g is None:
-                by_id[id(p)] = None
+        weights = wrt[: len(wrt) - len(leaves)]
+        present = [(p, g) for p, g in zip(weights, grads, strict=False) if g is not None]
+        by_id: dict[int, float | None] = {id(p): None for p in weights}
+        by_id.update(zip((id(p) for p, _ in present), _norms([g for _, g in present]), strict=True))
         return rec, by_id, loss.detach()
     finally:
         for h in handles:
@@ -1407,13 +1407,16 @@ def inspect(
     flushed = flush_denormal_state()
     try:
         rows_runs, block_runs, grad_runs, losses = [], [], [], []
-        weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
         for xb, tb in runs_in:
             for s in seed_list:
                 if s is not None:
                     torch.manual_seed(int(s))
-                rec, grads, loss = _run_once(model, xb, loss_fn, tb, hooked, keras, params, function_mode)
-                if not weight_sums:
+                first = not rows_runs
+                rec, grads, loss = _run_once(
+                    model, xb, loss_fn, tb, hooked, keras, params, function_mode, weights=first
+                )
+                if first:
                     weight_sums = rec.weight_sums
                 rows_runs.append(rec.rows)  # every statistic is already a Python float
                 block_runs.append(rec.blocks)
@@ -1518,7 +1521,7 @@ def _param_stats(
     hooked: list[tuple[str, nn.Module, bool]],
     keras: bool,
     grad_runs: list[dict[int, float | None]],
-    weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] | None = None,
 ) -> list[ParamStats]:
     from .fans import fans
 
@@ -1532,8 +1535,8 @@ def _param_stats(
     weight_sums = weight_sums or {}
     taken = [p for _, p in params if id(p) in weight_sums]
     known = {
-        id(p): _from_sums(p.numel(), s1, s2, squares64=p.numel() <= 4096 and p.dtype == torch.float32)
-        for p, (s1, s2) in zip(taken, _sums_many([weight_sums[id(p)] for p in taken]), strict=True)
+        id(p): _from_sums(p.numel(), s1, s2, weight_sums[id(p)][2])
+        for p, (s1, s2) in zip(taken, _sums_many([weight_sums[id(p)][:2] for p in taken]), strict=True)
     }
     rest = [p for _, p in params if known.get(id(p)) is None]
     known.update({id(p): sm for p, sm in zip(rest, _std_mean_many([p.detach() for p in rest]), strict=True)})

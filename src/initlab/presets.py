@@ -834,7 +834,6 @@ def _dense_orthogonal(follow: Follow, layer_fans: Fans, points: dict[Any, Any]) 
     train with Adam where Glorot, He and gain 1 stall. Other dense layers (GELU, SiLU, linear outputs)
     keep the i.i.d. laws, where no such measurement backs a change (and QR costs ~20× a draw at 3072×768).
     """
-
     a = follow.activation
     where = f"followed by {a.label} ({follow.via})"
     law = (f"Orthogonal: the {layer_fans.fan_out}×{layer_fans.fan_in} matrix has orthonormal rows or columns, "
