@@ -142,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="re-run cells where auto trails with N seeds for auto and the best init (0: off)")
     args = parser.parse_args(argv)
     profile = args.profile or "quick"
+    seeds_run = max(len(g.seeds) for _, g in profiles(profile))
+    if args.confirm != 0 and args.confirm <= seeds_run:
+        parser.error(f"--confirm: {args.confirm} seeds would add nothing to the {seeds_run} already run; "
+                     f"give more than {seeds_run} (the default is 10), or 0 to skip the re-run.")
     torch.set_num_threads(1)  # small models: one thread is as fast, and robust when other processes compete
     start = time.perf_counter()
     rows: list[dict] = []
@@ -151,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{act}: ran {res.ran}, resumed {res.skipped}", file=sys.stderr)
         rows += res.rows
     checks = auto_check(rows)
-    confirmed = confirm(checks, grids, args.confirm, args.out / profile, not args.no_progress) \
-        if args.confirm > max(len(g.seeds) for g in grids.values()) else []
+    confirmed = confirm(checks, grids, args.confirm, args.out / profile, not args.no_progress) if args.confirm else []
     table = markdown(rows, checks)
     if confirmed:
         n = args.confirm

@@ -662,13 +662,23 @@ def _weight_sums(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
     return d.sum(), torch.dot(d, d), squares64
 
 
+def _groups(tensors: Sequence[torch.Tensor], dtypes: tuple[torch.dtype, ...]) -> list[list[int]]:
+    """Indices of the dense ``tensors`` of each (device, dtype), for dtypes in ``dtypes``: the tensors one
+    batched call (``torch.stack``, ``torch._foreach_norm``) can take together."""
+    groups: dict[tuple[Any, Any], list[int]] = {}
+    for i, t in enumerate(tensors):
+        if t.dtype in dtypes and t.layout == torch.strided:
+            groups.setdefault((t.device, t.dtype), []).append(i)
+    return list(groups.values())
+
+
+_FLOATS = (torch.float32, torch.float64)
+
+
 def _sums_many(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[float, float]]:
     """(Σx, Σx²) pairs of 0-d tensors as Python floats, with one host round trip per device and dtype."""
     out: list[tuple[float, float] | None] = [None] * len(pairs)
-    by_device: dict[Any, list[int]] = {}
-    for i, (a, _) in enumerate(pairs):
-        by_device.setdefault((a.device, a.dtype), []).append(i)
-    for idx in by_device.values():
+    for idx in _groups([a for a, _ in pairs], _FLOATS):
         flat = torch.stack([t for i in idx for t in pairs[i]]).tolist()
         for k, i in enumerate(idx):
             out[i] = (flat[2 * k], flat[2 * k + 1])
@@ -681,11 +691,10 @@ def _std_mean_many(tensors: Sequence[torch.Tensor]) -> list[tuple[float, float]]
     and two host round trips per tensor; any tensor the one-pass formula does not suit gets
     :func:`_std_mean` itself."""
     out: list[tuple[float, float] | None] = [None] * len(tensors)
-    groups: dict[tuple[Any, Any], list[int]] = {}
-    for i, t in enumerate(tensors):
-        if t.dtype in (torch.float32, torch.float64) and t.numel() >= 2 and t.layout == torch.strided:
-            groups.setdefault((t.device, t.dtype), []).append(i)
-    for idx in groups.values():
+    for idx in _groups(tensors, _FLOATS):
+        idx = [i for i in idx if tensors[i].numel() >= 2]
+        if not idx:
+            continue
         ds = [tensors[i].detach() for i in idx]
         norms = torch._foreach_norm(ds)
         sums = torch.stack([d.sum() for d in ds])
@@ -699,11 +708,7 @@ def _norms(tensors: Sequence[torch.Tensor]) -> list[float]:
     """:func:`_norm` of each tensor: one ``torch._foreach_norm`` and one host round trip per
     (device, dtype) group; values that may have overflowed or underflowed are redone by :func:`_norm`."""
     out: list[float | None] = [None] * len(tensors)
-    groups: dict[tuple[Any, Any], list[int]] = {}
-    for i, t in enumerate(tensors):
-        if t.layout == torch.strided and t.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-            groups.setdefault((t.device, t.dtype), []).append(i)
-    for idx in groups.values():
+    for idx in _groups(tensors, (*_FLOATS, torch.float16, torch.bfloat16)):
         vals = torch.stack(torch._foreach_norm([tensors[i].detach() for i in idx])).tolist()
         for k, i in enumerate(idx):
             if math.isfinite(vals[k]) and vals[k] >= 1e-10:
