@@ -1,6 +1,6 @@
 """initlab.inspect against a plain forward + backward of the same model and batch, side by side in one run.
 
-Run:  .venv/bin/python benchmarks/bench_inspect.py [--repeats 7] [--threads 2] [--json out.json]
+Run:  .venv/bin/python benchmarks/bench_inspect.py [--repeats 21] [--threads 1,2] [--json out.json]
 
 Target (issue 4): inspect ≤ 1.5× a plain forward+backward (L = Σ y², ``loss.backward()``) on
   * a 50-layer ReLU MLP, width 256, batch 256 (He init: a healthy signal, no subnormals);
@@ -11,16 +11,23 @@ Target (issue 4): inspect ≤ 1.5× a plain forward+backward (L = Σ y², ``loss
     timed both as is and with flushing on, so the table shows both effects;
   * a small CNN: 8 × [Conv2d(32 ch, 3×3, pad 1) + ReLU] on 32×32 inputs, batch 64, global average
     pool, Linear(32, 10).
-The runs alternate (plain, inspect, plain, inspect, …) so machine noise hits both; the table gives the
-median of ``--repeats`` runs of each and the ratio of the medians, in wall time and in this process's
-CPU time (steadier on a shared machine, where other jobs stretch wall time). ``recommend=False``: the plan of a
-finding is not part of the measurement (healthy models make none anyway).
+
+How it is measured. The runs alternate (plain, inspect, plain flushed, plain, inspect, …) for each
+intra-op thread count in ``--threads``. The machine's speed drifts between rounds (on the 2-core VM
+this was written on, a plain pass takes anywhere from 45 to 110 ms at two threads), so the headline
+ratio is the *paired* one: the median over rounds of inspect_i / plain_i, each pair timed back to back
+in the same round. The ratio of the fastest runs (min/min) is shown next to it. Page faults are
+counted per run (``ru_minflt``): whether glibc hands a pass recycled memory or fresh pages (~6 400
+faults, tens of ms of kernel time for this MLP) changes from run to run for plain and inspect alike,
+and is the largest source of spread. ``recommend=False``: the plan of a finding is not part of the
+measurement (healthy models make none anyway).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import time
@@ -78,80 +85,102 @@ def plain_flushed(model: nn.Module, x: torch.Tensor) -> None:
         torch.set_flush_denormal(before)
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process)."""
-    t, c = time.perf_counter(), time.process_time()
+def timed(fn: Callable[[], object]) -> tuple[float, int]:
+    """(wall seconds, minor page faults of this process) of one call."""
+    f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t = time.perf_counter()
     fn()
-    return time.perf_counter() - t, time.process_time() - c
+    return time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f
+
+
+def measure(name: str, model: nn.Module, x: torch.Tensor, threads: int, repeats: int) -> dict:
+    torch.set_num_threads(threads)
+    plain(model, x)  # warm-up: allocator, saturation rules, lazy imports
+    report = initlab.inspect(model, x, recommend=False)
+    tp, ti, tf = [], [], []
+    for _ in range(repeats):
+        tp.append(timed(lambda: plain(model, x)))
+        ti.append(timed(lambda: initlab.inspect(model, x, recommend=False)))
+        tf.append(timed(lambda: plain_flushed(model, x)))
+    med = statistics.median
+    return {
+        "model": name,
+        "threads": threads,
+        "rounds": repeats,
+        "plain_s": med(w for w, _ in tp),
+        "plain_flushed_s": med(w for w, _ in tf),
+        "inspect_s": med(w for w, _ in ti),
+        "ratio": med(i / p for (i, _), (p, _) in zip(ti, tp, strict=True)),
+        "ratio_min": min(w for w, _ in ti) / min(w for w, _ in tp),
+        "ratio_flushed": med(i / f for (i, _), (f, _) in zip(ti, tf, strict=True)),
+        "faults_plain": med(f for _, f in tp),
+        "faults_inspect": med(f for _, f in ti),
+        "verdict": report.verdict,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--threads", type=str, default="1,2", help="intra-op thread counts, comma-separated")
     ap.add_argument("--json", type=str, default=None)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    try:
+        thread_counts = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        ap.error(f"--threads must be comma-separated whole numbers such as 1,2; got {args.threads!r}")
+    if args.repeats < 1 or any(t < 1 for t in thread_counts):
+        ap.error("--repeats and every --threads value must be at least 1")
 
     cases = [
         ("MLP 50×256, He, batch 256", mlp("he"), torch.randn(256, 256)),
         ("MLP 50×256, N(0, 0.01²) (subnormals), batch 256", mlp("small"), torch.randn(256, 256)),
         ("CNN 8×Conv2d(32, 3×3), 32×32, batch 64", cnn(), torch.randn(64, 3, 32, 32)),
     ]
-    table = Table(
-        title=f"initlab.inspect vs plain forward+backward ({args.threads} threads, median of {args.repeats})"
-    )
+    before = torch.get_num_threads()
+    try:
+        rows = [measure(n, m, x, t, args.repeats) for t in thread_counts for n, m, x in cases]
+    finally:
+        torch.set_num_threads(before)
+    table = Table(title=f"initlab.inspect vs plain forward+backward ({args.repeats} alternating rounds)")
     for col in (
         "model",
+        "threads",
         "plain (s)",
-        "plain, flushed (s)",
         "inspect (s)",
         "inspect / plain",
+        "min / min",
         "inspect / plain flushed",
-        "CPU-time ratio",
+        "page faults plain / inspect",
         "verdict",
     ):
         table.add_column(col, justify="left" if col in ("model", "verdict") else "right")
-    rows = []
-    for name, model, x in cases:
-        # Warm-up (allocator, saturation rules, lazy imports).
-        plain(model, x)
-        report = initlab.inspect(model, x, recommend=False)
-        tp, tf, ti = [], [], []
-        for _ in range(args.repeats):
-            tp.append(timed(lambda m=model, x=x: plain(m, x)))
-            ti.append(timed(lambda m=model, x=x: initlab.inspect(m, x, recommend=False)))
-            tf.append(timed(lambda m=model, x=x: plain_flushed(m, x)))
-        p, f, i = (statistics.median(w for w, _ in t) for t in (tp, tf, ti))
-        cpu = statistics.median(c for _, c in ti) / statistics.median(c for _, c in tp)
-        rows.append(
-            {
-                "model": name,
-                "plain_s": p,
-                "plain_flushed_s": f,
-                "inspect_s": i,
-                "ratio": i / p,
-                "ratio_flushed": i / f,
-                "cpu_ratio": cpu,
-                "verdict": report.verdict,
-            }
-        )
+    for r in rows:
         table.add_row(
-            name,
-            f"{p:.4f}",
-            f"{f:.4f}",
-            f"{i:.4f}",
-            f"{i / p:.2f}×",
-            f"{i / f:.2f}×",
-            f"{cpu:.2f}×",
-            ", ".join(report.verdict),
+            r["model"],
+            str(r["threads"]),
+            f"{r['plain_s']:.4f}",
+            f"{r['inspect_s']:.4f}",
+            f"{r['ratio']:.2f}×",
+            f"{r['ratio_min']:.2f}×",
+            f"{r['ratio_flushed']:.2f}×",
+            f"{r['faults_plain']:.0f} / {r['faults_inspect']:.0f}",
+            ", ".join(r["verdict"]),
         )
-    Console(width=170).print(table)
-    print("target: inspect / plain ≤ 1.5×; denormals flushed during inspect:", report.meta["flush_denormal"])
+    Console(width=190).print(table)
+    print(
+        "inspect / plain: median over rounds of the paired ratio; target ≤ 1.5×. Denormals flushed during "
+        "inspect:",
+        flush_denormal_state_during_inspect(),
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=2)
     return 0
+
+
+def flush_denormal_state_during_inspect() -> bool:
+    return bool(initlab.inspect(mlp("he", depth=2), torch.randn(4, 256), recommend=False).meta["flush_denormal"])
 
 
 if __name__ == "__main__":

@@ -352,7 +352,143 @@ def test_statistics_survive_float32_underflow_and_overflow():
     for scale in (1e-30, 1e-20, 1.0, 1e20, 1e30):
         t = base * scale  # squares leave float32's range at both ends
         ref = t.double()
-        std, mean = _std_mean(t)
-        assert std == pytest.approx(float(ref.std()), rel=1e-5), scale
-        assert mean == pytest.approx(float(ref.mean()), rel=1e-5, abs=1e-5 * scale), scale
-        assert _norm(t) == pytest.approx(float(ref.norm()), rel=1e-5), scale
+        for scratch in (None, torch.empty_like(t)):  # the scaled copy allocated, or into a buffer
+            std, mean = _std_mean(t, scratch)
+            assert std == pytest.approx(float(ref.std()), rel=1e-5), scale
+            assert mean == pytest.approx(float(ref.mean()), rel=1e-5, abs=1e-5 * scale), scale
+            assert _norm(t, scratch) == pytest.approx(float(ref.norm()), rel=1e-5), scale
+    zero = torch.zeros(100, 7)
+    assert _std_mean(zero) == (0.0, 0.0) and _norm(zero) == 0.0
+    bad = base.clone()
+    bad[3, 4] = math.inf
+    assert _norm(bad) == math.inf and math.isnan(_std_mean(bad)[0])
+
+
+def _mean_cosine(h: torch.Tensor, keep: torch.Tensor | None = None) -> float:
+    """The oracle: mean pairwise cosine of the first 64 rows, from the full float64 Gram matrix (zero
+    rows orthogonal to all), against inspect's O(n·D) batched computation."""
+    y = h.detach()[:64].reshape(min(h.shape[0], 64), -1).double()
+    if keep is not None:
+        y = y * keep.reshape(-1).double()
+    norms = y.norm(dim=1, keepdim=True)
+    u = torch.where(norms > 0, y / norms.clamp_min(1e-300), torch.zeros_like(y))
+    g = u @ u.T
+    n = y.shape[0]
+    return float((g.sum() - g.diagonal().sum()) / (n * (n - 1)))
+
+
+def test_layer_cosines_match_the_gram_matrix():
+    # Deep enough for the cosine to climb towards 1 (ReLU correlation map), where 1 − cosine needs the
+    # float64 sums.
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(40):
+        lin = nn.Linear(48, 48)
+        nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
+        layers += [lin, nn.ReLU()]
+    model = nn.Sequential(*layers)
+    x = torch.randn(80, 48)
+    r = initlab.inspect(model, x, recommend=False)
+    h, outs = x, []
+    for m in model:
+        h = m(h)
+        if isinstance(m, nn.Linear):
+            outs.append(h)
+    got = [c.cosine for c in r.layers]
+    ref = [_mean_cosine(o) for o in outs]
+    assert ref[-1] > 0.9  # the deep layers are strongly correlated: the regime that needs float64
+    # float64 sums of 64 unit rows: agreement to ~1e-14 absolute; 1e-12 leaves room for summation order
+    assert got == pytest.approx(ref, abs=1e-12)
+
+
+def test_relu_saturation_and_dead_units_count_exact_zeros_as_saturated():
+    # ReLU's slope is 0 at z = 0 (autograd's too), so z = 0 is saturated; inspect reads it off the output
+    # (ReLU(z) > 0 ⇔ z > 0). Units 0–9 have zero weights and bias: z = 0 exactly for every input.
+    torch.manual_seed(0)
+
+    class F(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(12, 40)
+            self.b = nn.Linear(40, 3)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    models = (
+        nn.Sequential(nn.Linear(12, 40), nn.ReLU(), nn.Linear(40, 3)),
+        nn.Sequential(nn.Linear(12, 40), nn.ReLU(inplace=True), nn.Linear(40, 3)),
+        F(),
+    )
+    for model in models:
+        first = model.a if isinstance(model, F) else model[0]
+        with torch.no_grad():
+            first.weight[:10] = 0.0
+            first.bias[:10] = 0.0
+            first.bias[10:14] = -50.0  # never fire either
+        x = torch.randn(64, 12)
+        z = first(x).detach()
+        zz = z.clone().requires_grad_(True)
+        (slope,) = torch.autograd.grad(torch.relu(zz).sum(), zz)
+        r = initlab.inspect(model, x, recommend=False)
+        act = r.calls[1]
+        assert act.activation == "relu"
+        assert act.saturation == float((slope == 0).double().mean()) == float((z <= 0).double().mean())
+        assert act.dead == 14 / 40
+        # 14 of 40 units dead (> 25 %): the live-unit cosine over the 26 that fire
+        assert act.live_cosine == pytest.approx(_mean_cosine(z, (z > 0).any(dim=0)), abs=1e-12)
+
+
+def test_a_parameter_returned_as_an_output_gets_its_gradient_norm_and_keeps_no_hook():
+    class Pos(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Parameter(torch.randn(6, 8))
+
+        def forward(self, x):
+            return self.table
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos = Pos()
+            self.lin = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.lin(x + self.pos(x))
+
+    torch.manual_seed(0)
+    net = Net()
+    x = torch.randn(6, 8)
+    r = initlab.inspect(net, x, recommend=False)
+    net(x).pow(2).sum().backward()
+    row = next(c for c in r.calls if c.path == "pos")
+    assert row.grad_norm == pytest.approx(float(net.pos.table.grad.norm()), rel=1e-6)
+    assert not net.pos.table._backward_hooks
+
+
+def test_parameter_gradient_norms_match_backward_also_sparse_and_shared_and_leave_no_hooks():
+    # Parameter gradients are reduced by hooks as the backward delivers them (a shared weight once, with
+    # its summed gradient); a sparse embedding gradient by its stored values.
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(50, 16, sparse=True)
+            self.lin = nn.Linear(16, 16)
+
+        def forward(self, x):
+            h = self.emb(x).mean(dim=1)
+            return self.lin(torch.tanh(self.lin(h)))  # lin called twice
+
+    torch.manual_seed(0)
+    net = Tied()
+    x = torch.randint(0, 50, (8, 4))
+    r = initlab.inspect(net, x, recommend=False)
+    net(x).pow(2).sum().backward()
+    ref = {
+        "emb.weight": float(net.emb.weight.grad.coalesce().values().norm()),
+        "lin.weight": float(net.lin.weight.grad.norm()),
+        "lin.bias": float(net.lin.bias.grad.norm()),
+    }
+    assert {p.name: p.grad_norm for p in r.params} == pytest.approx(ref, rel=1e-6)
+    assert all(p._backward_hooks is None for p in net.parameters())

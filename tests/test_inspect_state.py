@@ -192,3 +192,37 @@ def test_writes_through_data_by_user_code_are_undone(route):
         handle.remove()
     after = _state(m)
     assert after == before
+
+
+def test_thread_count_and_grad_mode_are_the_users_inside_the_forward_and_after():
+    # inspect runs its own statistics without autograd, switching back before any of the model's code
+    # runs — also when the model raises; the thread count is never touched.
+    seen: list[tuple[int, bool]] = []
+
+    class Probe(nn.Module):
+        def __init__(self, boom: bool = False):
+            super().__init__()
+            self.a = nn.Linear(8, 16)
+            self.act = nn.ReLU()
+            self.b = nn.Linear(16, 2)
+            self.boom = boom
+
+        def forward(self, x):
+            h = self.act(self.a(x))
+            seen.append((torch.get_num_threads(), torch.is_grad_enabled()))
+            if self.boom:
+                raise RuntimeError("boom")
+            return self.b(h)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        initlab.inspect(Probe(), torch.randn(4, 8), recommend=False)
+        assert seen == [(2, True)]
+        assert torch.get_num_threads() == 2 and torch.is_grad_enabled()
+        with pytest.raises(RuntimeError, match="boom"):
+            initlab.inspect(Probe(boom=True), torch.randn(4, 8), recommend=False)
+        assert seen[-1] == (2, True)
+        assert torch.get_num_threads() == 2 and torch.is_grad_enabled()
+    finally:
+        torch.set_num_threads(before)

@@ -7,10 +7,14 @@ What is measured (one row per *call*, in execution order, so a module called twi
 * the pre-activation std — the tutorial's std of z: the output std of a weight layer, the input std
   of an activation;
 * saturation of any elementwise activation: the fraction of units where |φ'(z)| < 5 % of max |φ'|
-  (Glorot & Bengio 2010, Fig. 2–4), next to the same fraction for z ~ N(0, 1) as a reference;
+  (Glorot & Bengio 2010, Fig. 2–4), next to the same fraction for z ~ N(0, 1) as a reference (an
+  element exactly on an edge of that set counts half, except for ReLU, whose slope at z = 0 is 0 in
+  autograd too: there z ≤ 0 is saturated, read off the output's signs);
 * dead units: units (non-batch positions) that are exactly zero for the whole batch;
-* ‖dL/dz‖, the gradient norm with respect to the call's output, by a hook on the output tensor —
-  not only weight gradients, which stay level while the signal dies (Glorot & Bengio 2010, Fig. 8);
+* ‖dL/dz‖, the gradient norm with respect to the call's output, read by a pre-hook on the
+  autograd node that made the output (so the version the call made, also when an in-place op
+  overwrites it later) — not only weight gradients, which stay level while the signal dies
+  (Glorot & Bengio 2010, Fig. 8);
 * each parameter's gradient norm and gradient-to-weight ratio ‖∂L/∂W‖ / ‖W‖;
 * depth trends over the weight-layer calls ℓ = 1…L: per-layer growth rates of std(z_ℓ) and of
   ‖dL/dz_ℓ‖ from a least-squares fit of their logarithms against ℓ, the ratio
@@ -36,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.autograd.graph import get_gradient_edge
 from torch.overrides import TorchFunctionMode
 
 from .activations import _FUNCTIONS, _MODULE_TYPES, Activation, activation
@@ -59,6 +64,7 @@ _ACT_TYPES = tuple(_MODULE_TYPES)
 _DEAD_CHECK = 0.25  # the dead-unit rule (findings.DEAD_EXCESS) can only fire above this fraction
 _ZERO_BELOW = {"relu", "relu6"}  # φ(z) = 0 for z ≤ 0: a unit is dead when z ≤ 0 for the whole batch
 _GAP_FLOOR = 1e-12  # 1 − cosine below this is float64 round-off of identical vectors
+_SMALL_PARAM = 4096  # float32 parameters up to this size get their sums in float64 (biases, norms)
 _NORM_TYPES: tuple[type, ...] = (
     nn.modules.batchnorm._NormBase,
     nn.LayerNorm,
@@ -606,15 +612,16 @@ def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return obj
 
 
-def _std_mean(t: torch.Tensor) -> tuple[float, float]:
+def _std_mean(t: torch.Tensor, scratch: torch.Tensor | None = None) -> tuple[float, float]:
     """(std, mean) of all elements, unbiased (n − 1), as Python floats.
 
     One pass: mean = Σx/n and var = (Σx² − n·mean²)/(n − 1) with Σx² = x·x (BLAS) and the final
-    arithmetic in float64 — several times faster on CPU than ``torch.std_mean``. Σx² is taken in
-    float64 when float32 squares overflow or underflow; where the one-pass formula loses digits
-    (mean² > 100·var) it recomputes two-pass in float64.
+    arithmetic in float64 — several times faster on CPU than ``torch.std_mean``. Where float32 squares
+    overflow or underflow, Σx² is taken on x scaled by a power of two (:func:`_sum_squares_scaled`);
+    where the one-pass formula loses digits (mean² > 100·var) it recomputes two-pass in float64.
+    ``scratch``, a contiguous tensor of ``t``'s size and dtype, receives the scaled copy.
     """
-    d = t.detach()
+    d = t.detach() if t.requires_grad and torch.is_grad_enabled() else t
     n = d.numel()
     if n < 2:
         return 0.0, float(d.to(torch.float64).sum()) if n else math.nan
@@ -622,13 +629,13 @@ def _std_mean(t: torch.Tensor) -> tuple[float, float]:
         flat = d.reshape(-1)
         s1 = float(flat.sum())  # torch's CPU sum is cascaded: float32 keeps ~1e-7 relative
         s2 = float(torch.dot(flat, flat))
-        squares64 = False
+        safe = False
         if not (math.isfinite(s2) and s2 > 1e-20 * n):
-            # Squares overflow (elements beyond ~1e19) or underflow (below ~1e-19) in float32:
-            # one float64 norm, the squares accumulated in float64.
-            s2 = float(torch.linalg.vector_norm(flat, dtype=torch.float64)) ** 2
-            squares64 = True
-        found = _from_sums(n, s1, s2, squares64)
+            # Squares overflow (elements beyond ~1e19) or underflow (below ~1e-19) in float32.
+            scaled = _sum_squares_scaled(flat, None if scratch is None else scratch.view(-1))
+            if scaled is not None:
+                s2, safe = scaled, True
+        found = _from_sums(n, s1, s2, safe)
         if found is not None:
             return found
     d64 = d.to(torch.float64)
@@ -636,12 +643,12 @@ def _std_mean(t: torch.Tensor) -> tuple[float, float]:
     return float((d64 - mean64).pow(2).sum().div(n - 1).sqrt()), float(mean64)
 
 
-def _from_sums(n: int, s1: float, s2: float, squares64: bool = False) -> tuple[float, float] | None:
+def _from_sums(n: int, s1: float, s2: float, safe: bool = False) -> tuple[float, float] | None:
     """(std, mean) from Σx and Σx² by the one-pass formula, or None where it cannot be trusted (see
     :func:`_std_mean`: non-finite sums, squares that may have underflowed float32, cancellation).
-    ``squares64``: Σx² was accumulated in float64 (where float32 values' squares cannot underflow), so
-    a small or zero Σx² is exact — Σx² = 0 is an all-zero tensor, (0, 0) — rather than lost digits."""
-    if not (squares64 or s2 > 1e-20 * n):
+    ``safe``: Σx² was accumulated where the squares cannot underflow (in float64, or scaled), so a
+    small or zero Σx² is real — Σx² = 0 is an all-zero tensor, (0, 0) — rather than lost digits."""
+    if not (safe or s2 > 1e-20 * n):
         return None
     mean = s1 / n
     var = (s2 - n * mean * mean) / (n - 1)
@@ -650,16 +657,10 @@ def _from_sums(n: int, s1: float, s2: float, squares64: bool = False) -> tuple[f
     return None
 
 
-def _weight_sums(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Σw and Σw² of a float parameter as 0-d tensors (no host round trip), and whether the squares
-    were summed in float64 (see :func:`_from_sums`): small float32 tensors (biases, norms: ≤ 4096
-    elements) are, so an all-zero bias is told from squares that underflowed without a second look."""
-    d = p.detach().reshape(-1)
-    squares64 = d.numel() <= 4096 and d.dtype == torch.float32
-    if squares64:
-        d = d.to(torch.float64)
-    # (a float32 sum with dtype=float64 takes a slow path: ~20× a plain sum at 256×256)
-    return d.sum(), torch.dot(d, d), squares64
+def _weight_sums(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σw and Σw² of a float parameter as 0-d tensors (no host round trip until the end of the run)."""
+    d = p.reshape(-1)  # (called with autograd off)
+    return d.sum(), torch.dot(d, d)
 
 
 def _groups(tensors: Sequence[torch.Tensor], dtypes: tuple[torch.dtype, ...]) -> list[list[int]]:
@@ -687,54 +688,85 @@ def _sums_many(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple
 
 def _std_mean_many(tensors: Sequence[torch.Tensor]) -> list[tuple[float, float]]:
     """:func:`_std_mean` of each tensor, with the sums of every float32/float64 tensor of a device taken
-    together (``torch._foreach_norm`` for Σx², one stacked ``tolist`` for Σx) instead of two reductions
-    and two host round trips per tensor; any tensor the one-pass formula does not suit gets
-    :func:`_std_mean` itself."""
+    together instead of two reductions and two host round trips per tensor: small float32 tensors
+    (biases, norm weights: ≤ 4096 elements) concatenated in float64 and summed by segment — so that an
+    all-zero bias is exactly (0, 0), not squares that may have underflowed — and the others with
+    ``torch._foreach_norm`` for Σx² and one stacked ``tolist`` for Σx. Any tensor the one-pass formula
+    does not suit gets :func:`_std_mean` itself."""
     out: list[tuple[float, float] | None] = [None] * len(tensors)
     for idx in _groups(tensors, _FLOATS):
         idx = [i for i in idx if tensors[i].numel() >= 2]
-        if not idx:
-            continue
-        ds = [tensors[i].detach() for i in idx]
-        norms = torch._foreach_norm(ds)
-        sums = torch.stack([d.sum() for d in ds])
-        both = torch.stack([torch.stack(norms).to(sums.dtype), sums]).tolist()
-        for k, i in enumerate(idx):
-            out[i] = _from_sums(ds[k].numel(), both[1][k], both[0][k] ** 2)
+        small = [i for i in idx if tensors[i].dtype == torch.float32 and tensors[i].numel() <= _SMALL_PARAM]
+        large = [i for i in idx if i not in set(small)]
+        if small:
+            d = torch.cat([tensors[i].detach().reshape(-1) for i in small]).to(torch.float64)
+            lengths = torch.tensor([tensors[i].numel() for i in small], device=d.device)
+            s1 = torch.segment_reduce(d, "sum", lengths=lengths)
+            s2 = torch.segment_reduce(d * d, "sum", lengths=lengths)
+            both = torch.stack([s1, s2]).tolist()
+            for k, i in enumerate(small):
+                out[i] = _from_sums(tensors[i].numel(), both[0][k], both[1][k], safe=True)
+        if large:
+            ds = [tensors[i].detach() for i in large]
+            norms = torch._foreach_norm(ds)
+            sums = torch.stack([d.sum() for d in ds])
+            both = torch.stack([torch.stack(norms).to(sums.dtype), sums]).tolist()
+            for k, i in enumerate(large):
+                out[i] = _from_sums(ds[k].numel(), both[1][k], both[0][k] ** 2)
     return [o if o is not None else _std_mean(t) for o, t in zip(out, tensors, strict=True)]
 
 
-def _norms(tensors: Sequence[torch.Tensor]) -> list[float]:
-    """:func:`_norm` of each tensor: one ``torch._foreach_norm`` and one host round trip per
-    (device, dtype) group; values that may have overflowed or underflowed are redone by :func:`_norm`."""
-    out: list[float | None] = [None] * len(tensors)
-    for idx in _groups(tensors, (*_FLOATS, torch.float16, torch.bfloat16)):
-        vals = torch.stack(torch._foreach_norm([tensors[i].detach() for i in idx])).tolist()
-        for k, i in enumerate(idx):
-            if math.isfinite(vals[k]) and vals[k] >= 1e-10:
-                out[i] = vals[k]
-    return [o if o is not None else _norm(t) for o, t in zip(out, tensors, strict=True)]
-
-
-def _norm(t: torch.Tensor) -> float:
-    """‖t‖₂ in the tensor's precision; in float64 when float32 overflows (‖g‖² beyond 3.4e38) or may
-    have underflowed (‖g‖ < 1e-10: squares of elements below ~1e-19 leave float32's normal range)."""
-    g = t.detach()
+def _norm(t: torch.Tensor, scratch: torch.Tensor | None = None) -> float:
+    """‖t‖₂ in the tensor's precision; scaled by a power of two (:func:`_sum_squares_scaled`) when
+    float32 overflows (‖g‖² beyond 3.4e38) or may have underflowed (‖g‖ < 1e-10: squares of elements
+    below ~1e-19 leave float32's normal range); in float64 for other dtypes or non-finite elements."""
+    g = t.detach() if t.requires_grad and torch.is_grad_enabled() else t
+    if g.layout != torch.strided:  # a sparse gradient (nn.Embedding(sparse=True)): its stored values
+        g = g.coalesce().values() if g.layout == torch.sparse_coo else g.values()
     v = float(torch.linalg.vector_norm(g))
     if (not math.isfinite(v) and bool(torch.isfinite(g).all())) or v < 1e-10:
-        v = float(torch.linalg.vector_norm(g, dtype=torch.float64))
+        scaled = None
+        if g.dtype in _FLOATS and g.layout == torch.strided and g.is_contiguous():
+            out = None if scratch is None or scratch.numel() != g.numel() else scratch.view(-1)
+            scaled = _sum_squares_scaled(g.view(-1), out)
+        v = math.sqrt(scaled) if scaled is not None else float(torch.linalg.vector_norm(g, dtype=torch.float64))
     return v
+
+
+def _sum_squares_scaled(flat: torch.Tensor, out: torch.Tensor | None = None) -> float | None:
+    """Σx² of a 1-D float tensor whose float32 squares overflow or underflow, as a Python float: x is
+    first multiplied by 2⁻ᵏ with 2ᵏ just above max|x| (exact in binary floating point), so the
+    squares land in [0, 1) — three fast passes (min/max, scale, dot) where a float64 reduction of
+    float32 data takes torch's slow conversion path, and, with ``out`` (a buffer like ``flat``), no
+    allocation. Elements below 2⁻¹⁵⁰·max|x| contribute nothing, which is below float64 resolution of the
+    sum anyway. 0.0 for an all-zero tensor; None if an element is not finite."""
+    lo, hi = torch.aminmax(flat)
+    top = max(-float(lo), float(hi))
+    if not math.isfinite(top):
+        return None
+    if top == 0.0:
+        return 0.0
+    k = math.frexp(top)[1]  # top = f·2ᵏ with f in [0.5, 1)
+    y = torch.mul(flat, math.ldexp(1.0, -k), out=out) if out is not None else flat * math.ldexp(1.0, -k)
+    return math.ldexp(float(torch.dot(y, y)), 2 * k)
+
+
+def _head(t: torch.Tensor) -> torch.Tensor:
+    """The first 64 inputs' representations of ``t`` (batch first, ≥ 1 dimension), flattened: a view."""
+    n = min(t.shape[0], _COSINE_SAMPLES)
+    return t.detach()[:n].reshape(n, -1)
 
 
 def _cosine(t: torch.Tensor, scratch: dict[tuple[Any, ...], torch.Tensor] | None = None) -> float | None:
     """Mean cosine similarity between different inputs' (flattened) representations, over the first
     64 inputs: with unit rows ŷ_i, Σ_{i≠j} ŷ_i·ŷ_j = ‖Σ_i ŷ_i‖² − Σ_i ‖ŷ_i‖², so no Gram matrix is
     needed (O(n·D), in float64 so that 1 − cosine resolves down to ~1e-14). All-zero rows count as
-    orthogonal to every other row. ``scratch`` caches the float64 work buffer by shape."""
+    orthogonal to every other row (Σ_i ‖ŷ_i‖² counts the nonzero rows). ``scratch`` caches the float64
+    work buffer by shape."""
     if t.dim() < 1 or t.shape[0] < 2:
         return None
-    n = min(t.shape[0], _COSINE_SAMPLES)
-    src = t.detach()[:n].reshape(n, -1)
+    src = _head(t)
+    n = src.shape[0]
     key = (tuple(src.shape), src.device)
     y = None if scratch is None else scratch.get(key)
     if y is None:
@@ -743,9 +775,24 @@ def _cosine(t: torch.Tensor, scratch: dict[tuple[Any, ...], torch.Tensor] | None
             scratch[key] = y
     y.copy_(src)
     norms = torch.linalg.vector_norm(y, dim=1)
-    nonzero = int(torch.count_nonzero(norms))
-    total = torch.mv(y.T, norms.clamp_min(1e-300).reciprocal())  # Σ_i y_i/‖y_i‖
-    return (float(total @ total) - nonzero) / (n * (n - 1))
+    inv = norms.clamp_min(1e-300).reciprocal_()
+    total = torch.mv(y.T, inv)  # Σ_i y_i/‖y_i‖
+    nonzero = float(torch.dot(norms, inv))  # Σ_i ‖ŷ_i‖²: each term 1 (to an ulp) or 0; NaN if not finite
+    if not math.isfinite(nonzero):
+        return math.nan
+    return (float(torch.dot(total, total)) - round(nonzero)) / (n * (n - 1))
+
+
+def _sum_and_nonzero(v: torch.Tensor, bound: int) -> tuple[float, int]:
+    """(Σv, number of nonzero entries) of a small per-unit vector of whole-number counts whose sum is at
+    most ``bound``; on CPU through numpy, whose calls cost a fraction of a torch dispatch at this size.
+    A float32 sum of whole numbers is exact below 2²⁴, so only larger bounds are summed in float64."""
+    if v.device.type == "cpu" and v.dtype in _FLOATS:
+        a = v.numpy()  # (a statistic: never requires grad)
+        total = a.sum() if bound < 2**24 else a.sum(dtype=np.float64)
+        return float(total), int(np.count_nonzero(a))
+    both = torch.stack([v.sum(dtype=torch.float64), torch.count_nonzero(v).to(torch.float64)]).tolist()
+    return both[0], int(both[1])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -848,8 +895,12 @@ class _Recorder:
         # Σw and Σw² of each torch parameter, taken right after its layer's call, while the weights are
         # still in cache from the layer's own kernel (read again cold at the end, they cost ~0.1× a
         # forward+backward on a 50-layer MLP); 0-d tensors, converted in one round trip at the end.
-        self.weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
+        self.weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.weights = weights  # collect them (the first of several runs does; weights do not change)
+        # Each measured output's gradient edge (the autograd node that made this version of it, so an
+        # in-place op applied later does not change which gradient is read) and its row.
+        self.edges: list[tuple[Any, dict[str, Any]]] = []
+        self.leaf_hooks: list[Any] = []
 
     def scratch(self, t: torch.Tensor) -> torch.Tensor:
         """A reusable buffer shaped like ``t``: elementwise temporaries in the middle of a forward would
@@ -866,20 +917,37 @@ class _Recorder:
         last = self.last
         if last is not None and last[0] is t and last[1] == t._version:
             return last[2], last[3]
-        std, mean = _std_mean(t)
+        std, mean = _std_mean(t, self.scratch(t) if t.dtype in _FLOATS else None)
         self.last = (t, t._version, std, mean)
         return std, mean
+
+    def _begin(self) -> bool:
+        """Marks initlab's own work (not recorded as the model's) and runs it without autograd (no
+        ``detach()`` per statistic). Returns the grad mode :meth:`_end` restores."""
+        self.busy = True
+        grad = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)
+        return grad
+
+    def _end(self, grad: bool) -> None:
+        torch.set_grad_enabled(grad)
+        self.busy = False
+
+    def record_norm(self, row: dict[str, Any], g: torch.Tensor | None) -> None:
+        """‖dL/dz‖ of a row's output, from its gradient as the backward pass delivers it."""
+        if g is not None:
+            row["grad_norm"] = _norm(g, self.scratch(g) if g.dtype in _FLOATS else None)
 
     # ---- forward ----
     def pre(self, path: str, module: nn.Module, leaf: bool, args: tuple, kwargs: dict) -> None:
         self.stack.append(path)
         if leaf and self.activation_of(module) is not None:
             self.inside_act += 1
-        self.busy = True
+        prev = self._begin()
         try:
             self._pre(path, module, leaf, args, kwargs)
         finally:
-            self.busy = False
+            self._end(prev)
 
     def _pre(self, path: str, module: nn.Module, leaf: bool, args: tuple, kwargs: dict) -> None:
         t = args[0] if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point() else None
@@ -892,16 +960,21 @@ class _Recorder:
             info["version"] = t._version
             act = self.activation_of(module) if leaf else None
             if act is not None:
-                info["saturation"] = saturation_rule(act).fraction(t, self.scratch(t))
+                if type(module) is nn.ReLU and t.dim() >= 1 and t.shape[0] >= 1:
+                    info["relu_counts"] = True  # saturation from the output's signs (see _row)
+                else:
+                    info["saturation"] = saturation_rule(act).fraction(t, self.scratch(t))
                 if act.name in _ZERO_BELOW and t.dim() >= 2:
-                    # kept (64 inputs) for the live-unit cosine, computed only if units turn out dead;
-                    # a view suffices where the call cannot overwrite z (torch's own activation modules
-                    # with inplace=False), a copy otherwise
-                    head = t.detach()[:_COSINE_SAMPLES].reshape(min(t.shape[0], _COSINE_SAMPLES), -1)
+                    # 64 inputs of z, for the live-unit cosine (computed only if units turn out dead): z
+                    # itself, still intact after the call, where the call cannot overwrite it (torch's own
+                    # activation modules with inplace=False), a copy taken now otherwise
                     keeps = type(module).__module__.startswith("torch.nn.modules") and not getattr(
                         module, "inplace", False
                     )
-                    info["z_head"] = head if keeps else head.clone()
+                    if keeps:
+                        info["z_intact"] = True
+                    else:
+                        info["z_head"] = _head(t).clone()
         self.pending.setdefault(id(module), []).append(info)
 
     def activation_of(self, module: nn.Module) -> Activation | None:
@@ -927,13 +1000,13 @@ class _Recorder:
                 self.stack.pop()
             if leaf and self.activation_of(module) is not None:
                 self.inside_act -= 1
-        self.busy = True
+        prev = self._begin()
         try:
             if args is not None:
                 self._pre(path, module, leaf, args, {})
             self._post(path, module, leaf, output)
         finally:
-            self.busy = False
+            self._end(prev)
 
     def functional(self, func: Any, name: str, args: tuple, kwargs: dict) -> Any:
         """An activation called as a function: one activation row around the call."""
@@ -950,25 +1023,26 @@ class _Recorder:
             param = args[1]
         act = activation(name, float(param)) if param is not None else activation(name)
         path = f"{self.stack[-1] if self.stack else ''}.{getattr(func, '__name__', name)}()".lstrip(".")
-        self.busy = True
+        prev = self._begin()
         try:
             info: dict[str, Any] = {"t": z, "in_shape": tuple(z.shape)}
             info["in_std"], info["in_mean"] = self.stats(z)
-            info["saturation"] = saturation_rule(act).fraction(z, self.scratch(z))
+            if name == "relu" and z.dim() >= 1 and z.shape[0] >= 1:
+                info["relu_counts"] = True
+            else:
+                info["saturation"] = saturation_rule(act).fraction(z, self.scratch(z))
             if act.name in _ZERO_BELOW and z.dim() >= 2:
-                info["z_head"] = (
-                    z.detach()[:_COSINE_SAMPLES].reshape(min(z.shape[0], _COSINE_SAMPLES), -1).clone()
-                )
+                info["z_head"] = _head(z).clone()
         finally:
-            self.busy = False
+            self._end(prev)
         out = func(*args, **kwargs)
-        self.busy = True
+        prev = self._begin()
         try:
             n = self.fcalls[path] = self.fcalls.get(path, 0) + 1
             yt = out if isinstance(out, torch.Tensor) and out.is_floating_point() else None
             self._row(path, None, info, yt, n, "activation", act, module_name=getattr(func, "__name__", name))
         finally:
-            self.busy = False
+            self._end(prev)
         return out
 
     def _post(self, path: str, module: nn.Module, leaf: bool, output: Any) -> None:
@@ -983,12 +1057,13 @@ class _Recorder:
             return  # rows already written by the activation wrapper
         if self.weights and not self.keras and n == 1:
             for p in module._parameters.values():
+                # (small float32 ones — biases — are summed together in float64 at the end instead)
                 if (
                     p is not None
                     and id(p) not in self.weight_sums
                     and p.dtype in (torch.float32, torch.float64)
                     and p.layout == torch.strided
-                    and p.numel() >= 2
+                    and (p.numel() > _SMALL_PARAM or (p.dtype == torch.float64 and p.numel() >= 2))
                 ):
                     self.weight_sums[id(p)] = _weight_sums(p)
         self._row(path, module, info, out, n, self.kind_of(module), self.activation_of(module))
@@ -1021,31 +1096,41 @@ class _Recorder:
             row["out_shape"] = tuple(out.shape)
             row["out_std"], row["out_mean"] = self.stats(out)
             if kind == "activation" and out.dim() >= 1 and out.shape[0] >= 1:
-                # a unit is dead when max over the batch of |output| is 0 (amax: no slow boolean reductions);
-                # the output of torch's own nn.ReLU / nn.ReLU6 is ≥ 0 (or NaN, which abs keeps NaN), so
-                # there |·| is skipped: one pass over the output instead of two, with the same result.
-                o = out.detach()
-                if type(module) not in (nn.ReLU, nn.ReLU6):
-                    o = torch.abs(o, out=self.scratch(out))
-                alive = o.amax(dim=0) > 0
-                row["dead"] = dead = 1.0 - int(torch.count_nonzero(alive)) / max(alive.numel(), 1)
-                if dead > _DEAD_CHECK and "z_head" in info:
-                    row["live_cosine"] = _cosine(
-                        info["z_head"] * alive.reshape(-1).to(info["z_head"].dtype), self.buffers
+                o = out
+                if info.get("relu_counts"):
+                    # ReLU: the output is > 0 exactly where z > 0, so the output's signs (1 or 0) give the
+                    # saturated fraction — z ≤ 0, where ReLU's slope is 0 (autograd's too, at z = 0) — and,
+                    # summed over the batch, how often each unit fires (0: dead): one pass over the
+                    # output and a per-unit vector, instead of a pass over z and two over the output.
+                    signs = torch.sign(o, out=self.scratch(out))
+                    fires = signs.sum(dim=0) if o.is_floating_point() and o.element_size() >= 4 else (
+                        signs.sum(dim=0, dtype=torch.float32)
                     )
+                    total, alive = _sum_and_nonzero(fires, o.numel())
+                    row["saturation"] = 1.0 - total / o.numel()
+                    row["saturation_ref"] = saturation_rule(act).reference if act is not None else None
+                else:
+                    # a unit is dead when max over the batch of |output| is 0 (amax: no slow boolean
+                    # reductions); the output of torch's own nn.ReLU6 is ≥ 0 (or NaN), so |·| is skipped
+                    if type(module) is not nn.ReLU6:
+                        o = torch.abs(o, out=self.scratch(out))
+                    fires = o.amax(dim=0)
+                    alive = int(torch.count_nonzero(fires))
+                row["dead"] = dead = 1.0 - alive / max(fires.numel(), 1)
+                if dead > _DEAD_CHECK:
+                    head = _head(info["t"]) if info.get("z_intact") else info.get("z_head")
+                    if head is not None:
+                        live = (fires > 0).reshape(-1).to(head.dtype)
+                        row["live_cosine"] = _cosine(head * live, self.buffers)
             if kind == "layer":
                 row["cosine"] = _cosine(out, self.buffers)
             if out.requires_grad:
-                self._grad_hook(out, row)
+                if out.grad_fn is None:  # a leaf (a parameter returned as is): no node runs for it
+                    self.leaf_hooks.append(out.register_hook(lambda g, row=row: self.record_norm(row, g)))
+                else:
+                    self.edges.append((get_gradient_edge(out), row))
         self.rows.append(row)
         return row
-
-    def _grad_hook(self, t: torch.Tensor, row: dict[str, Any]) -> None:
-        def hook(g: torch.Tensor) -> None:
-            norm = _norm(g)
-            row["grad_norm"] = norm if "grad_norm" not in row else row["grad_norm"] + norm
-
-        t.register_hook(hook)
 
     def _block(
         self, path: str, module: nn.Module, info: dict[str, Any], out: torch.Tensor | None, n: int
@@ -1077,13 +1162,13 @@ class _Recorder:
         orig = layer.activation
 
         def wrapped(z: Any) -> Any:
-            self.busy = True
+            grad = self._begin()
             try:
-                return measured(z)
+                return measured(z, grad)
             finally:
-                self.busy = False
+                self._end(grad)
 
-        def measured(z: Any) -> Any:
+        def measured(z: Any, grad: bool) -> Any:
             stack = self.pending.get(id(layer))
             info = stack[-1] if stack else {"t": None}
             n = self.calls.get(id(layer), 0) + 1
@@ -1096,18 +1181,40 @@ class _Recorder:
             if _kind(layer, True) == "layer":
                 self._row(path, layer, info, zt, n, "layer", None)
             self.inside_act += 1
-            self.busy = False
+            self._end(grad)  # the activation itself is the model's computation
             try:
                 y = orig(z)
             finally:
                 self.inside_act -= 1
-                self.busy = True
+                self._begin()
             yt = y if isinstance(y, torch.Tensor) and y.is_floating_point() else None
             self._row(f"{path}.activation", None, a_info, yt, n, "activation", act, module_name=act.label)
             self.keras_act_rows[id(layer)] = True
             return y
 
         return wrapped
+
+
+def _param_grad_hook(
+    rec: _Recorder, norms: dict[int, float | None], key: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A parameter hook that records ‖∂L/∂p‖ in ``norms[key]`` and hands autograd a zero-stride zero in
+    place of the gradient (the run needs only the norm)."""
+
+    def hook(g: torch.Tensor) -> torch.Tensor:
+        row: dict[str, Any] = {}
+        rec.record_norm(row, g)
+        norms[key] = row.get("grad_norm")
+        if g.layout != torch.strided:
+            return g  # sparse: already compact, and autograd expects that layout back
+        return torch.zeros((), dtype=g.dtype, device=g.device).expand_as(g)
+
+    return hook
+
+
+def _grad_norm_hook(rec: _Recorder, output_nr: int, row: dict[str, Any]) -> Callable[[tuple], None]:
+    """A pre-hook on an autograd node that records ‖∂L/∂(its output ``output_nr``)‖ in ``row``."""
+    return lambda grad_outputs: rec.record_norm(row, grad_outputs[output_nr])
 
 
 def _run_once(
@@ -1122,7 +1229,8 @@ def _run_once(
     weights: bool = True,
 ) -> tuple[_Recorder, dict[int, float | None], torch.Tensor]:
     rec = _Recorder(keras, weights)
-    handles = []
+    handles: list[Any] = []
+    param_hooks: list[tuple[torch.Tensor, Any]] = []
     wrapped: list[tuple[nn.Module, Any]] = []
     try:
         for path, m, leaf in hooked:
@@ -1205,15 +1313,28 @@ def _run_once(
                     "inspect: the loss does not depend on any parameter or floating-point input, so there "
                     "is no gradient to measure; check that the model's output is computed from x."
                 )
-            grads = torch.autograd.grad(loss, wrt, allow_unused=True)
-        weights = wrt[: len(wrt) - len(leaves)]
-        present = [(p, g) for p, g in zip(weights, grads, strict=False) if g is not None]
-        by_id: dict[int, float | None] = {id(p): None for p in weights}
-        by_id.update(zip((id(p) for p, _ in present), _norms([g for _, g in present]), strict=True))
+            # One pre-hook per measured output, on the node that made it: the gradient is reduced as it
+            # arrives and freed at once (holding them all for one batched norm was measured slower: on
+            # CPU every held gradient is fresh memory, and its page faults outweigh the batching).
+            for edge, row in rec.edges:
+                handles.append(edge.node.register_prehook(_grad_norm_hook(rec, edge.output_nr, row)))
+            # Parameter gradients, likewise: each is reduced by a hook as the backward pass delivers it
+            # and replaced by a zero-stride zero, so the run never holds a second set of gradients next
+            # to the model's own ``.grad`` (a model's worth of memory that the allocator, on CPU, often
+            # hands out as fresh pages: 13 MB, ~3 300 page faults, on the 50×256 benchmark MLP).
+            weights = wrt[: len(wrt) - len(leaves)]
+            by_id: dict[int, float | None] = {id(p): None for p in weights}
+            param_hooks = [(p, p._backward_hooks) for p in weights]
+            for p in weights:
+                handles.append(p.register_hook(_param_grad_hook(rec, by_id, id(p))))
+            torch.autograd.grad(loss, wrt, allow_unused=True)
         return rec, by_id, loss.detach()
     finally:
-        for h in handles:
+        for h in handles + rec.leaf_hooks:
             h.remove()
+        for p, hooks in param_hooks:
+            if hooks is None:
+                p._backward_hooks = None  # as it was: no hook dictionary at all
         for m, fn in wrapped:
             object.__setattr__(m, "activation", fn)
 
@@ -1412,7 +1533,7 @@ def inspect(
     flushed = flush_denormal_state()
     try:
         rows_runs, block_runs, grad_runs, losses = [], [], [], []
-        weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
+        weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for xb, tb in runs_in:
             for s in seed_list:
                 if s is not None:
@@ -1526,7 +1647,7 @@ def _param_stats(
     hooked: list[tuple[str, nn.Module, bool]],
     keras: bool,
     grad_runs: list[dict[int, float | None]],
-    weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] | None = None,
+    weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> list[ParamStats]:
     from .fans import fans
 
@@ -1540,8 +1661,8 @@ def _param_stats(
     weight_sums = weight_sums or {}
     taken = [p for _, p in params if id(p) in weight_sums]
     known = {
-        id(p): _from_sums(p.numel(), s1, s2, weight_sums[id(p)][2])
-        for p, (s1, s2) in zip(taken, _sums_many([weight_sums[id(p)][:2] for p in taken]), strict=True)
+        id(p): _from_sums(p.numel(), s1, s2)
+        for p, (s1, s2) in zip(taken, _sums_many([weight_sums[id(p)] for p in taken]), strict=True)
     }
     rest = [p for _, p in params if known.get(id(p)) is None]
     known.update({id(p): sm for p, sm in zip(rest, _std_mean_many([p.detach() for p in rest]), strict=True)})
