@@ -16,7 +16,8 @@ How it is measured. The runs alternate (plain, inspect, plain flushed, plain, in
 intra-op thread count in ``--threads``. The machine's speed drifts between rounds (on the 2-core VM
 this was written on, a plain pass takes anywhere from 45 to 110 ms at two threads), so the headline
 ratio is the *paired* one: the median over rounds of inspect_i / plain_i, each pair timed back to back
-in the same round. The ratio of the fastest runs (min/min) is shown next to it. Page faults are
+in the same round. The ratio of the fastest runs (min/min) is shown next to it, and so is inspect with
+its compiled single-pass statistics (:mod:`initlab.fused`, numba) turned off — torch ops only. Page faults are
 counted per run (``ru_minflt``): whether glibc hands a pass recycled memory or fresh pages (~6 400
 faults, tens of ms of kernel time for this MLP) changes from run to run for plain and inspect alike,
 and is the largest source of spread. ``recommend=False``: the plan of a finding is not part of the
@@ -39,6 +40,7 @@ from rich.table import Table
 from torch import nn
 
 import initlab
+from initlab import fused
 from initlab.inspect import flush_denormal_state
 
 
@@ -93,15 +95,27 @@ def timed(fn: Callable[[], object]) -> tuple[float, int]:
     return time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f
 
 
+def inspect_torch_ops(model: nn.Module, x: torch.Tensor) -> None:
+    """inspect with its compiled single-pass statistics (initlab.fused) turned off: torch ops only."""
+    was = fused._STATE.get("ok")
+    fused._STATE["ok"] = False
+    try:
+        initlab.inspect(model, x, recommend=False)
+    finally:
+        fused._STATE["ok"] = was
+
+
 def measure(name: str, model: nn.Module, x: torch.Tensor, threads: int, repeats: int) -> dict:
     torch.set_num_threads(threads)
-    plain(model, x)  # warm-up: allocator, saturation rules, lazy imports
+    plain(model, x)  # warm-up: allocator, saturation rules, lazy imports, numba's compiled kernels
     report = initlab.inspect(model, x, recommend=False)
-    tp, ti, tf = [], [], []
+    inspect_torch_ops(model, x)
+    tp, ti, tf, tt = [], [], [], []
     for _ in range(repeats):
         tp.append(timed(lambda: plain(model, x)))
         ti.append(timed(lambda: initlab.inspect(model, x, recommend=False)))
         tf.append(timed(lambda: plain_flushed(model, x)))
+        tt.append(timed(lambda: inspect_torch_ops(model, x)))
     med = statistics.median
     return {
         "model": name,
@@ -113,6 +127,8 @@ def measure(name: str, model: nn.Module, x: torch.Tensor, threads: int, repeats:
         "ratio": med(i / p for (i, _), (p, _) in zip(ti, tp, strict=True)),
         "ratio_min": min(w for w, _ in ti) / min(w for w, _ in tp),
         "ratio_flushed": med(i / f for (i, _), (f, _) in zip(ti, tf, strict=True)),
+        "ratio_torch_ops": med(i / p for (i, _), (p, _) in zip(tt, tp, strict=True)),
+        "fused": fused.available(),
         "faults_plain": med(f for _, f in tp),
         "faults_inspect": med(f for _, f in ti),
         "verdict": report.verdict,
@@ -151,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "inspect / plain",
         "min / min",
         "inspect / plain flushed",
+        "torch ops only / plain",
         "page faults plain / inspect",
         "verdict",
     ):
@@ -164,14 +181,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['ratio']:.2f}×",
             f"{r['ratio_min']:.2f}×",
             f"{r['ratio_flushed']:.2f}×",
+            f"{r['ratio_torch_ops']:.2f}×",
             f"{r['faults_plain']:.0f} / {r['faults_inspect']:.0f}",
             ", ".join(r["verdict"]),
         )
-    Console(width=190).print(table)
+    Console(width=210).print(table)
     print(
         "inspect / plain: median over rounds of the paired ratio; target ≤ 1.5×. Denormals flushed during "
         "inspect:",
         flush_denormal_state_during_inspect(),
+        "| compiled statistics (numba):",
+        fused.available(),
     )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

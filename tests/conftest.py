@@ -33,3 +33,17 @@ def keras():
             f"keras is on the {keras.backend.backend()!r} backend; run the tests with KERAS_BACKEND=torch"
         )
     return keras
+
+
+@pytest.fixture(params=["fused", "torch"])
+def stats_path(request, monkeypatch):
+    """Run a test with inspect's compiled single-pass statistics (initlab.fused, numba) and again with
+    its torch-op path: both must give the same numbers. The fused run fails, rather than silently
+    testing the torch path twice, when numba is missing (`make test` installs it)."""
+    from initlab import fused
+
+    if request.param == "fused":
+        assert fused.available(), "numba is not installed: pip install -e '.[dev]'"
+    else:
+        monkeypatch.setitem(fused._STATE, "ok", False)
+    return request.param

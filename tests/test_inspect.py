@@ -107,7 +107,7 @@ def _manual_grads(model: nn.Sequential, x: torch.Tensor) -> list[float]:
 
 
 @pytest.mark.parametrize("inplace", [False, True])
-def test_grad_norm_is_the_gradient_wrt_each_call_output_also_with_inplace_relu(inplace):
+def test_grad_norm_is_the_gradient_wrt_each_call_output_also_with_inplace_relu(inplace, stats_path):
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Linear(8, 32),
@@ -130,7 +130,7 @@ def test_grad_norm_is_the_gradient_wrt_each_call_output_also_with_inplace_relu(i
         assert p.ratio == pytest.approx(p.grad_norm / p.norm)
 
 
-def test_parameter_statistics_match_torch_in_float64():
+def test_parameter_statistics_match_torch_in_float64(stats_path):
     # Σw, Σw² are taken inside the layer's forward hook (first call) or, for parameters no hooked call
     # owns and for a weight with |mean| ≫ std (one-pass cancellation), recomputed at the end; either way
     # mean, std (n − 1) and ‖W‖ must agree with float64 torch to float32 round-off (rel 1e-5 ≫ 2⁻²³·√n).
@@ -149,7 +149,7 @@ def test_parameter_statistics_match_torch_in_float64():
         assert got.norm == pytest.approx(float(d.norm()), rel=1e-5)
 
 
-def test_saturation_rules_are_exact():
+def test_saturation_rules_are_exact(stats_path):
     # tanh' = 1 − tanh² < 0.05 ⇔ |z| > atanh(√0.95); P(|z| > c) = erfc(c/√2) for z ~ N(0, 1).
     rule = saturation_rule(initlab.activation("tanh"))
     c = math.atanh(math.sqrt(0.95))
@@ -174,7 +174,7 @@ def test_saturation_rules_are_exact():
     assert float(silu.fraction(z)) == pytest.approx(float(direct), abs=2 / 4001)
 
 
-def test_dead_units_are_counted_and_flagged():
+def test_dead_units_are_counted_and_flagged(stats_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
     with torch.no_grad():
@@ -306,7 +306,7 @@ def test_keras_sequential_from_the_tutorial(keras):
     assert model.layers[0].activation.__name__ == "tanh"
 
 
-def test_activations_called_as_functions_in_a_custom_forward():
+def test_activations_called_as_functions_in_a_custom_forward(stats_path):
     class Custom(nn.Module):
         def __init__(self):
             super().__init__()
@@ -344,7 +344,7 @@ def test_activations_called_as_functions_in_a_custom_forward():
     assert any(c.kind == "activation" and c.activation == "relu" for c in rows)
 
 
-def test_statistics_survive_float32_underflow_and_overflow():
+def test_statistics_survive_float32_underflow_and_overflow(stats_path):
     from initlab.inspect import _norm, _std_mean
 
     g = torch.Generator().manual_seed(0)
@@ -377,7 +377,7 @@ def _mean_cosine(h: torch.Tensor, keep: torch.Tensor | None = None) -> float:
     return float((g.sum() - g.diagonal().sum()) / (n * (n - 1)))
 
 
-def test_layer_cosines_match_the_gram_matrix():
+def test_layer_cosines_match_the_gram_matrix(stats_path):
     # Deep enough for the cosine to climb towards 1 (ReLU correlation map), where 1 − cosine needs the
     # float64 sums.
     torch.manual_seed(0)
@@ -401,7 +401,7 @@ def test_layer_cosines_match_the_gram_matrix():
     assert got == pytest.approx(ref, abs=1e-12)
 
 
-def test_relu_saturation_and_dead_units_count_exact_zeros_as_saturated():
+def test_relu_saturation_and_dead_units_count_exact_zeros_as_saturated(stats_path):
     # ReLU's slope is 0 at z = 0 (autograd's too), so z = 0 is saturated; inspect reads it off the output
     # (ReLU(z) > 0 ⇔ z > 0). Units 0–9 have zero weights and bias: z = 0 exactly for every input.
     torch.manual_seed(0)
@@ -467,7 +467,7 @@ def test_a_parameter_returned_as_an_output_gets_its_gradient_norm_and_keeps_no_h
     assert not net.pos.table._backward_hooks
 
 
-def test_parameter_gradient_norms_match_backward_also_sparse_and_shared_and_leave_no_hooks():
+def test_parameter_gradient_norms_match_backward_also_sparse_and_shared_and_leave_no_hooks(stats_path):
     # Parameter gradients are reduced by hooks as the backward delivers them (a shared weight once, with
     # its summed gradient); a sparse embedding gradient by its stored values.
     class Tied(nn.Module):

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
+from scipy.special import erfc as _erfc
 
 __all__ = ["FINDING_KINDS", "SIGMOID_FAMILY", "Finding", "expected_dead", "judge", "recommended_preset"]
 
@@ -429,7 +429,7 @@ def expected_dead(act: str | None, cosine: float | None, batch: int) -> float:
     if c == 0.0:
         return 0.5**batch
     k = math.sqrt(c / (1.0 - c))
-    cdf = 0.5 * torch.special.erfc(torch.as_tensor(_GH_X * (k / math.sqrt(2.0)), dtype=torch.float64)).numpy()
+    cdf = 0.5 * _erfc(_GH_X * (k / math.sqrt(2.0)))
     return float((_GH_W * cdf**batch).sum())
 
 

@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.autograd.graph import get_gradient_edge
 from torch.overrides import TorchFunctionMode
 
+from . import fused
 from .activations import _FUNCTIONS, _MODULE_TYPES, Activation, activation
 from .quadrature import derivative
 
@@ -223,6 +223,10 @@ class SaturationRule:
         n = float(max(z.numel(), 1))
         if not self.edges:
             return 1.0 if self.first_saturated else 0.0
+        a = fused.array(z)
+        if a is not None:
+            twice, nan = fused.kernels().saturated(a, _edges_array(self.edges), self.first_saturated)
+            return math.nan if nan else twice / (2.0 * n)
         # ±1 sums are exact in float32 below 2²⁴ elements; beyond, accumulate in float64.
         acc = None if z.numel() < 2**24 and z.dtype == torch.float32 else torch.float64
         sums = []
@@ -245,6 +249,14 @@ class SaturationRule:
 
 
 _RULES: dict[str, SaturationRule] = {}
+_EDGE_ARRAYS: dict[tuple[float, ...], np.ndarray] = {}
+
+
+def _edges_array(edges: tuple[float, ...]) -> np.ndarray:
+    arr = _EDGE_ARRAYS.get(edges)
+    if arr is None:
+        arr = _EDGE_ARRAYS[edges] = np.array(edges, dtype=np.float64)
+    return arr
 _GRID_LIMIT = 12.0
 _GRID_POINTS = 24001
 
@@ -432,14 +444,15 @@ class _Snapshot:
                     if grad is not None and id(t) in self.grad_values:
                         grad.copy_(self.grad_values[id(t)])
         for m, mode in self.training:
-            m.training = mode
+            if m.training is not mode:  # (nn.Module.__setattr__ is slow; most modes never changed)
+                m.training = mode
         for m, fwd, pre, bwd in self.hooks:
             for store, orig in (
                 (m._forward_hooks, fwd),
                 (m._forward_pre_hooks, pre),
                 (m._backward_hooks, bwd),
             ):
-                if dict(store) != orig:
+                if store != orig:  # an OrderedDict equals a dict with the same items, in any order
                     store.clear()
                     store.update(orig)
         torch.set_rng_state(self.rng)
@@ -625,7 +638,12 @@ def _std_mean(t: torch.Tensor, scratch: torch.Tensor | None = None) -> tuple[flo
     n = d.numel()
     if n < 2:
         return 0.0, float(d.to(torch.float64).sum()) if n else math.nan
-    if d.dtype == torch.float32 or d.dtype == torch.float64:
+    a = fused.array(d)
+    if a is not None:
+        found = _from_sums(n, *fused.kernels().moments(a), safe=True)
+        if found is not None:
+            return found
+    elif d.dtype == torch.float32 or d.dtype == torch.float64:
         flat = d.reshape(-1)
         s1 = float(flat.sum())  # torch's CPU sum is cascaded: float32 keeps ~1e-7 relative
         s2 = float(torch.dot(flat, flat))
@@ -658,7 +676,8 @@ def _from_sums(n: int, s1: float, s2: float, safe: bool = False) -> tuple[float,
 
 
 def _weight_sums(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Σw and Σw² of a float parameter as 0-d tensors (no host round trip until the end of the run)."""
+    """Σw and Σw² of a float parameter as 0-d tensors (no host round trip until the end of the run);
+    with the fused kernels, :meth:`_Recorder._post` takes float64 sums instead."""
     d = p.reshape(-1)  # (called with autograd off)
     return d.sum(), torch.dot(d, d)
 
@@ -723,6 +742,11 @@ def _norm(t: torch.Tensor, scratch: torch.Tensor | None = None) -> float:
     g = t.detach() if t.requires_grad and torch.is_grad_enabled() else t
     if g.layout != torch.strided:  # a sparse gradient (nn.Embedding(sparse=True)): its stored values
         g = g.coalesce().values() if g.layout == torch.sparse_coo else g.values()
+    a = fused.array(g)
+    if a is not None:
+        s2 = fused.kernels().moments(a)[1]  # float64 squares of float32 values neither over- nor underflow
+        if math.isfinite(s2):
+            return math.sqrt(s2)
     v = float(torch.linalg.vector_norm(g))
     if (not math.isfinite(v) and bool(torch.isfinite(g).all())) or v < 1e-10:
         scaled = None
@@ -765,6 +789,11 @@ def _cosine(t: torch.Tensor, scratch: dict[tuple[Any, ...], torch.Tensor] | None
     work buffer by shape."""
     if t.dim() < 1 or t.shape[0] < 2:
         return None
+    a = fused.array(t)
+    if a is not None:
+        n = min(t.shape[0], _COSINE_SAMPLES)
+        _, _, t2, nonzero, bad = fused.kernels().moments_cosine(a, t.numel() // t.shape[0], n)
+        return _cosine_from(t2, nonzero, bad, n)
     src = _head(t)
     n = src.shape[0]
     key = (tuple(src.shape), src.device)
@@ -781,6 +810,11 @@ def _cosine(t: torch.Tensor, scratch: dict[tuple[Any, ...], torch.Tensor] | None
     if not math.isfinite(nonzero):
         return math.nan
     return (float(torch.dot(total, total)) - round(nonzero)) / (n * (n - 1))
+
+
+def _cosine_from(t2: float, nonzero: int, bad: int, n: int) -> float:
+    """The mean cosine from ‖Σ_i ŷ_i‖², the number of nonzero rows and of non-finite rows (see :func:`_cosine`)."""
+    return math.nan if bad else (t2 - nonzero) / (n * (n - 1))
 
 
 def _sum_and_nonzero(v: torch.Tensor, bound: int) -> tuple[float, int]:
@@ -875,6 +909,11 @@ def _needs_function_mode(model: Any, keras: bool) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
+# torch.set_grad_enabled(mode) as a plain call: the public class costs ~1 µs to construct, and inspect
+# switches autograd off and on around its statistics ~200 times per run.
+_set_grad_enabled = torch._C._set_grad_enabled
+
+
 class _Recorder:
     def __init__(self, keras: bool, weights: bool = True):
         self.keras = keras
@@ -895,11 +934,13 @@ class _Recorder:
         # Σw and Σw² of each torch parameter, taken right after its layer's call, while the weights are
         # still in cache from the layer's own kernel (read again cold at the end, they cost ~0.1× a
         # forward+backward on a 50-layer MLP); 0-d tensors, converted in one round trip at the end.
-        self.weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.weight_sums: dict[int, tuple[Any, Any]] = {}
         self.weights = weights  # collect them (the first of several runs does; weights do not change)
-        # Each measured output's gradient edge (the autograd node that made this version of it, so an
-        # in-place op applied later does not change which gradient is read) and its row.
-        self.edges: list[tuple[Any, dict[str, Any]]] = []
+        # Each measured output's gradient edge (the autograd node that made this version of it, and the
+        # output's index among that node's outputs) and its row.
+        self.edges: list[tuple[Any, int, dict[str, Any]]] = []
+        self.zeros: dict[tuple[Any, Any], torch.Tensor] = {}
+        self.keeps: dict[int, bool] = {}
         self.leaf_hooks: list[Any] = []
 
     def scratch(self, t: torch.Tensor) -> torch.Tensor:
@@ -921,22 +962,35 @@ class _Recorder:
         self.last = (t, t._version, std, mean)
         return std, mean
 
+    def remember(self, t: torch.Tensor, s1: float, s2: float) -> None:
+        """Cache (std, mean) of ``t`` from float64 Σx and Σx² (a fused pass), for :meth:`stats`."""
+        found = _from_sums(t.numel(), s1, s2, safe=True) if t.numel() >= 2 else None
+        std, mean = found if found is not None else _std_mean(t)
+        self.last = (t, t._version, std, mean)
+
     def _begin(self) -> bool:
         """Marks initlab's own work (not recorded as the model's) and runs it without autograd (no
         ``detach()`` per statistic). Returns the grad mode :meth:`_end` restores."""
         self.busy = True
         grad = torch.is_grad_enabled()
-        torch.set_grad_enabled(False)
+        _set_grad_enabled(False)
         return grad
 
     def _end(self, grad: bool) -> None:
-        torch.set_grad_enabled(grad)
+        _set_grad_enabled(grad)
         self.busy = False
 
     def record_norm(self, row: dict[str, Any], g: torch.Tensor | None) -> None:
         """‖dL/dz‖ of a row's output, from its gradient as the backward pass delivers it."""
-        if g is not None:
-            row["grad_norm"] = _norm(g, self.scratch(g) if g.dtype in _FLOATS else None)
+        if g is None:
+            return
+        a = fused.array(g)
+        if a is not None:
+            s2 = fused.kernels().moments(a)[1]
+            if math.isfinite(s2):
+                row["grad_norm"] = math.sqrt(s2)
+                return
+        row["grad_norm"] = _norm(g, self.scratch(g) if g.dtype in _FLOATS else None)
 
     # ---- forward ----
     def pre(self, path: str, module: nn.Module, leaf: bool, args: tuple, kwargs: dict) -> None:
@@ -945,11 +999,11 @@ class _Recorder:
             self.inside_act += 1
         prev = self._begin()
         try:
-            self._pre(path, module, leaf, args, kwargs)
+            self.pending.setdefault(id(module), []).append(self._pre(path, module, leaf, args, kwargs))
         finally:
             self._end(prev)
 
-    def _pre(self, path: str, module: nn.Module, leaf: bool, args: tuple, kwargs: dict) -> None:
+    def _pre(self, path: str, module: nn.Module, leaf: bool, args: tuple, kwargs: dict) -> dict[str, Any]:
         t = args[0] if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point() else None
         if t is None:
             t = _first_float((args, kwargs))
@@ -968,14 +1022,20 @@ class _Recorder:
                     # 64 inputs of z, for the live-unit cosine (computed only if units turn out dead): z
                     # itself, still intact after the call, where the call cannot overwrite it (torch's own
                     # activation modules with inplace=False), a copy taken now otherwise
-                    keeps = type(module).__module__.startswith("torch.nn.modules") and not getattr(
-                        module, "inplace", False
-                    )
-                    if keeps:
+                    if self.keeps_input(module):
                         info["z_intact"] = True
                     else:
                         info["z_head"] = _head(t).clone()
-        self.pending.setdefault(id(module), []).append(info)
+        return info
+
+    def keeps_input(self, module: nn.Module) -> bool:
+        """Whether a call of ``module`` leaves its input intact: torch's own modules with inplace=False."""
+        key = id(module)
+        if key not in self.keeps:
+            self.keeps[key] = type(module).__module__.startswith("torch.nn.modules") and not getattr(
+                module, "inplace", False
+            )
+        return self.keeps[key]
 
     def activation_of(self, module: nn.Module) -> Activation | None:
         key = id(module)
@@ -1002,9 +1062,8 @@ class _Recorder:
                 self.inside_act -= 1
         prev = self._begin()
         try:
-            if args is not None:
-                self._pre(path, module, leaf, args, {})
-            self._post(path, module, leaf, output)
+            info = self._pre(path, module, leaf, args, {}) if args is not None else None
+            self._post(path, module, leaf, output, info)
         finally:
             self._end(prev)
 
@@ -1045,11 +1104,14 @@ class _Recorder:
             self._end(prev)
         return out
 
-    def _post(self, path: str, module: nn.Module, leaf: bool, output: Any) -> None:
-        stack = self.pending.get(id(module))
-        info = stack.pop() if stack else {"t": None}
+    def _post(
+        self, path: str, module: nn.Module, leaf: bool, output: Any, info: dict[str, Any] | None = None
+    ) -> None:
+        if info is None:
+            stack = self.pending.get(id(module))
+            info = stack.pop() if stack else {"t": None}
         n = self.calls[id(module)] = self.calls.get(id(module), 0) + 1
-        out = _first_float(output)
+        out = output if isinstance(output, torch.Tensor) and output.is_floating_point() else _first_float(output)
         if not leaf:
             self._block(path, module, info, out, n)
             return
@@ -1057,13 +1119,17 @@ class _Recorder:
             return  # rows already written by the activation wrapper
         if self.weights and not self.keras and n == 1:
             for p in module._parameters.values():
-                # (small float32 ones — biases — are summed together in float64 at the end instead)
-                if (
-                    p is not None
-                    and id(p) not in self.weight_sums
-                    and p.dtype in (torch.float32, torch.float64)
+                # (without the fused kernels, small float32 ones — biases — are summed together in
+                # float64 at the end instead: an all-zero bias must read as exactly zero)
+                if p is None or id(p) in self.weight_sums or p.numel() < 2:
+                    continue
+                a = fused.array(p)
+                if a is not None:
+                    self.weight_sums[id(p)] = fused.kernels().moments(a)
+                elif (
+                    p.dtype in _FLOATS
                     and p.layout == torch.strided
-                    and (p.numel() > _SMALL_PARAM or (p.dtype == torch.float64 and p.numel() >= 2))
+                    and (p.numel() > _SMALL_PARAM or p.dtype == torch.float64)
                 ):
                     self.weight_sums[id(p)] = _weight_sums(p)
         self._row(path, module, info, out, n, self.kind_of(module), self.activation_of(module))
@@ -1094,8 +1160,27 @@ class _Recorder:
             row["saturation_ref"] = saturation_rule(act).reference if act is not None else None
         if out is not None:
             row["out_shape"] = tuple(out.shape)
+            fires: torch.Tensor | None = None
+            a = fused.array(out) if kind in ("layer", "activation") and out.dim() >= 1 else None
+            if a is not None:
+                # One compiled pass over the output for everything this row needs (see initlab.fused).
+                k = fused.kernels()
+                cols = out.numel() // out.shape[0]
+                if kind == "layer":
+                    head = min(out.shape[0], _COSINE_SAMPLES)
+                    s1, s2, t2, nonzero, bad = k.moments_cosine(a, cols, head)
+                    row["cosine"] = _cosine_from(t2, nonzero, bad, head) if head >= 2 else None
+                elif info.get("relu_counts"):
+                    s1, s2, pos, nan, alive = k.relu_out(a, cols)
+                    row["saturation"] = math.nan if nan else 1.0 - pos / out.numel()
+                    row["saturation_ref"] = saturation_rule(act).reference if act is not None else None
+                else:
+                    s1, s2, alive = k.act_out(a, cols)
+                self.remember(out, s1, s2)
+                if kind == "activation":
+                    row["dead"] = 1.0 - alive / max(cols, 1)
             row["out_std"], row["out_mean"] = self.stats(out)
-            if kind == "activation" and out.dim() >= 1 and out.shape[0] >= 1:
+            if kind == "activation" and a is None and out.dim() >= 1 and out.shape[0] >= 1:
                 o = out
                 if info.get("relu_counts"):
                     # ReLU: the output is > 0 exactly where z > 0, so the output's signs (1 or 0) give the
@@ -1116,19 +1201,31 @@ class _Recorder:
                         o = torch.abs(o, out=self.scratch(out))
                     fires = o.amax(dim=0)
                     alive = int(torch.count_nonzero(fires))
-                row["dead"] = dead = 1.0 - alive / max(fires.numel(), 1)
-                if dead > _DEAD_CHECK:
-                    head = _head(info["t"]) if info.get("z_intact") else info.get("z_head")
-                    if head is not None:
-                        live = (fires > 0).reshape(-1).to(head.dtype)
-                        row["live_cosine"] = _cosine(head * live, self.buffers)
-            if kind == "layer":
+                row["dead"] = 1.0 - alive / max(fires.numel(), 1)
+            if kind == "activation" and row.get("dead", 0.0) > _DEAD_CHECK:
+                head = _head(info["t"]) if info.get("z_intact") else info.get("z_head")
+                za = fused.array(head) if head is not None and head.is_contiguous() else None
+                ya = fused.array(out) if za is not None and (type(module) in (nn.ReLU, nn.ReLU6) or info.get("relu_counts")) else None
+                if ya is not None and head is not None and head.shape[1] == out.numel() // out.shape[0]:
+                    # one compiled pass: the live units from the output, the cosine of z over them
+                    n = head.shape[0]
+                    t2, nonzero, bad = fused.kernels().live_cosine(za, ya, head.shape[1], n)
+                    row["live_cosine"] = _cosine_from(t2, nonzero, bad, n) if n >= 2 else None
+                elif head is not None:
+                    if fires is None:  # (the fused pass counted the units; the mask is needed only here)
+                        o = out if type(module) in (nn.ReLU, nn.ReLU6) or info.get("relu_counts") else out.abs()
+                        fires = o.amax(dim=0)
+                    live = (fires > 0).reshape(-1).to(head.dtype)
+                    row["live_cosine"] = _cosine(head * live, self.buffers)
+            if kind == "layer" and a is None:
                 row["cosine"] = _cosine(out, self.buffers)
             if out.requires_grad:
                 if out.grad_fn is None:  # a leaf (a parameter returned as is): no node runs for it
                     self.leaf_hooks.append(out.register_hook(lambda g, row=row: self.record_norm(row, g)))
                 else:
-                    self.edges.append((get_gradient_edge(out), row))
+                    # the node that made this version of ``out`` (what get_gradient_edge returns, without
+                    # its checks): an in-place op applied later does not change which gradient is read
+                    self.edges.append((out.grad_fn, out.output_nr, row))
         self.rows.append(row)
         return row
 
@@ -1207,7 +1304,10 @@ def _param_grad_hook(
         norms[key] = row.get("grad_norm")
         if g.layout != torch.strided:
             return g  # sparse: already compact, and autograd expects that layout back
-        return torch.zeros((), dtype=g.dtype, device=g.device).expand_as(g)
+        zero = rec.zeros.get((g.dtype, g.device))
+        if zero is None:
+            zero = rec.zeros[(g.dtype, g.device)] = torch.zeros((), dtype=g.dtype, device=g.device)
+        return zero.expand_as(g)
 
     return hook
 
@@ -1316,18 +1416,25 @@ def _run_once(
             # One pre-hook per measured output, on the node that made it: the gradient is reduced as it
             # arrives and freed at once (holding them all for one batched norm was measured slower: on
             # CPU every held gradient is fresh memory, and its page faults outweigh the batching).
-            for edge, row in rec.edges:
-                handles.append(edge.node.register_prehook(_grad_norm_hook(rec, edge.output_nr, row)))
+            for node, output_nr, row in rec.edges:
+                handles.append(node.register_prehook(_grad_norm_hook(rec, output_nr, row)))
             # Parameter gradients, likewise: each is reduced by a hook as the backward pass delivers it
             # and replaced by a zero-stride zero, so the run never holds a second set of gradients next
             # to the model's own ``.grad`` (a model's worth of memory that the allocator, on CPU, often
             # hands out as fresh pages: 13 MB, ~3 300 page faults, on the 50×256 benchmark MLP).
+            # Small ones (biases) are cheaper returned than hooked: their norms are taken at the end.
             weights = wrt[: len(wrt) - len(leaves)]
             by_id: dict[int, float | None] = {id(p): None for p in weights}
-            param_hooks = [(p, p._backward_hooks) for p in weights]
-            for p in weights:
+            hooked_params = [p for p in weights if p.numel() > _SMALL_PARAM]
+            param_hooks = [(p, p._backward_hooks) for p in hooked_params]
+            for p in hooked_params:
                 handles.append(p.register_hook(_param_grad_hook(rec, by_id, id(p))))
-            torch.autograd.grad(loss, wrt, allow_unused=True)
+            grads = torch.autograd.grad(loss, wrt, allow_unused=True)
+        for p, g in zip(weights, grads, strict=False):
+            if g is not None and p.numel() <= _SMALL_PARAM:
+                small: dict[str, Any] = {}
+                rec.record_norm(small, g)
+                by_id[id(p)] = small["grad_norm"]
         return rec, by_id, loss.detach()
     finally:
         for h in handles + rec.leaf_hooks:
@@ -1428,10 +1535,8 @@ def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
 # --------------------------------------------------------------------------------------------------
 
 
-def _devices(model: Any, x: Any) -> set[torch.device]:
-    devs = {p.device for p in dict.fromkeys(model.parameters())}
-    devs |= {t.device for t in _all_float(x)}
-    return devs
+def _devices(params: list[tuple[str, torch.Tensor]], x: Any) -> set[torch.device]:
+    return {p.device for _, p in params} | {t.device for t in _all_float(x)}
 
 
 def _average(runs: list[list[dict[str, Any]]], what: str) -> list[dict[str, Any]]:
@@ -1525,7 +1630,7 @@ def inspect(
     snap = _Snapshot(
         model,
         [(p, m) for p, m, _ in hooked],
-        _devices(model, x if x is not None else runs_in[0][0]),
+        _devices(params, x if x is not None else runs_in[0][0]),
         params_untouchable=not keras and _params_untouchable(model, loss_fn, params),
     )
     flush_before = flush_denormal_state()
@@ -1533,7 +1638,7 @@ def inspect(
     flushed = flush_denormal_state()
     try:
         rows_runs, block_runs, grad_runs, losses = [], [], [], []
-        weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        weight_sums: dict[int, tuple[Any, Any]] = {}
         for xb, tb in runs_in:
             for s in seed_list:
                 if s is not None:
@@ -1647,7 +1752,7 @@ def _param_stats(
     hooked: list[tuple[str, nn.Module, bool]],
     keras: bool,
     grad_runs: list[dict[int, float | None]],
-    weight_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    weight_sums: dict[int, tuple[Any, Any]] | None = None,
 ) -> list[ParamStats]:
     from .fans import fans
 
@@ -1659,11 +1764,19 @@ def _param_stats(
     out = []
     fan_cache: dict[tuple[tuple[int, ...], str], int | None] = {}
     weight_sums = weight_sums or {}
-    taken = [p for _, p in params if id(p) in weight_sums]
+    # float64 sums from a fused pass are final; torch's 0-d float32 sums come back in one round trip
     known = {
-        id(p): _from_sums(p.numel(), s1, s2)
-        for p, (s1, s2) in zip(taken, _sums_many([weight_sums[id(p)] for p in taken]), strict=True)
+        id(p): _from_sums(p.numel(), *weight_sums[id(p)], safe=True)
+        for _, p in params
+        if id(p) in weight_sums and isinstance(weight_sums[id(p)][0], float)
     }
+    taken = [p for _, p in params if id(p) in weight_sums and id(p) not in known]
+    known.update(
+        {
+            id(p): _from_sums(p.numel(), s1, s2)
+            for p, (s1, s2) in zip(taken, _sums_many([weight_sums[id(p)] for p in taken]), strict=True)
+        }
+    )
     rest = [p for _, p in params if known.get(id(p)) is None]
     known.update({id(p): sm for p, sm in zip(rest, _std_mean_many([p.detach() for p in rest]), strict=True)})
     stats = [known[id(p)] for _, p in params]

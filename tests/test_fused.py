@@ -1,0 +1,113 @@
+"""initlab.fused: the compiled single-pass statistics against torch in float64, edge cases included."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from initlab import fused
+
+
+def _k():
+    # numba is a test dependency (`make test` installs the dev extras): missing, these tests fail
+    assert fused.available(), "numba is not installed: pip install -e '.[dev]'"
+    return fused.kernels()
+
+
+def test_array_takes_only_contiguous_cpu_float_tensors():
+    _k()
+    t = torch.randn(6, 5)
+    a = fused.array(t)
+    assert a is not None and a.shape == (30,) and np.shares_memory(a, t.numpy())
+    assert fused.array(t.double()) is not None
+    assert fused.array(t.T) is None  # not contiguous
+    assert fused.array(t.to(torch.bfloat16)) is None
+    assert fused.array(torch.empty(0, 5)) is None
+    assert fused.array(t.to_sparse()) is None
+    assert fused.array(torch.empty(3, 3, device="meta")) is None
+    assert fused.array(torch.randn(3, requires_grad=True)) is not None  # read as data, not as a graph
+
+
+def test_turned_off_by_the_environment(monkeypatch):
+    monkeypatch.setattr(fused, "_STATE", {})
+    monkeypatch.setenv("INITLAB_FUSED", "0")
+    assert not fused.available() and fused.array(torch.randn(3)) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+def test_moments_are_float64_sums(dtype, scale):
+    # float32 squares of 1e±30 leave float32's range; the kernel squares in float64. Summation order
+    # differs from torch's: agreement to ~1e-12 relative (n = 4000 float64 additions).
+    g = torch.Generator().manual_seed(0)
+    t = (torch.randn(40, 100, generator=g, dtype=torch.float64) * scale).to(dtype)
+    s1, s2 = _k().moments(fused.array(t))
+    ref = t.double()
+    assert s1 == pytest.approx(float(ref.sum()), rel=1e-9, abs=1e-12 * scale * 100)
+    assert s2 == pytest.approx(float((ref * ref).sum()), rel=1e-12)
+    bad = t.clone()
+    bad[3, 7] = math.nan
+    assert math.isnan(_k().moments(fused.array(bad))[1])
+
+
+def test_moments_cosine_matches_the_gram_matrix_with_zero_and_nonfinite_rows():
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(70, 33, generator=g) + 2.0  # correlated rows
+    h[5] = 0.0  # a zero row: orthogonal to all
+    s1, s2, t2, nonzero, bad = _k().moments_cosine(fused.array(h), 33, 64)
+    y = h[:64].double()
+    u = torch.where(y.norm(dim=1, keepdim=True) > 0, y / y.norm(dim=1, keepdim=True).clamp_min(1e-300), 0.0)
+    gram = u @ u.T
+    assert (nonzero, bad) == (63, 0)
+    assert (t2 - nonzero) / (64 * 63) == pytest.approx(float((gram.sum() - gram.diagonal().sum()) / (64 * 63)), abs=1e-13)
+    assert s1 == pytest.approx(float(h.double().sum()), rel=1e-10)
+    assert s2 == pytest.approx(float(h.double().pow(2).sum()), rel=1e-12)
+    h[9, 4] = math.inf
+    assert _k().moments_cosine(fused.array(h), 33, 64)[4] == 1
+
+
+def test_relu_out_counts_firing_and_dead_units_and_nan():
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(50, 40, generator=g)
+    z[:, :7] = -1.0  # 7 units never fire
+    y = torch.relu(z)
+    s1, s2, pos, nan, alive = _k().relu_out(fused.array(y), 40)
+    assert (pos, nan, alive) == (int((y > 0).sum()), 0, 33)
+    assert s1 == pytest.approx(float(y.double().sum()), rel=1e-10)
+    assert s2 == pytest.approx(float(y.double().pow(2).sum()), rel=1e-12)
+    y[3, 2] = math.nan  # in a unit that never fires: a NaN keeps it from counting as dead
+    s1, _s2, pos, nan, alive = _k().relu_out(fused.array(y), 40)
+    assert (pos, nan, alive) == (int((y > 0).sum()), 1, 34) and math.isnan(s1)
+
+
+def test_act_out_counts_units_that_are_ever_nonzero():
+    y = torch.tanh(torch.randn(20, 12, generator=torch.Generator().manual_seed(3)))
+    y[:, 4] = 0.0
+    y[:, 9] = -0.0
+    _s1, s2, alive = _k().act_out(fused.array(y), 12)
+    assert alive == 10 and s2 == pytest.approx(float(y.double().pow(2).sum()), rel=1e-12)
+    y[0, 4] = math.nan
+    assert _k().act_out(fused.array(y), 12)[2] == 11
+
+
+@pytest.mark.parametrize(
+    ("edges", "first"),
+    [((0.0,), True), ((-1.5, 1.5), True), ((-2.0, 0.0, 2.0), False), ((0.0, 6.0), True)],
+)
+def test_saturated_counts_intervals_with_half_on_the_edges(edges, first):
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(3000, generator=g, dtype=torch.float64) * 3
+    z[:5] = edges[0]  # exactly on an edge: half saturated
+    bounds = [-math.inf, *edges, math.inf]
+    count = 0.0
+    for k in range(len(bounds) - 1):
+        if (k % 2 == 0) == first:
+            count += float(((z > bounds[k]) & (z < bounds[k + 1])).sum())
+    count += 0.5 * sum(float((z == e).sum()) for e in edges)
+    twice, nan = _k().saturated(fused.array(z), np.array(edges), first)
+    assert (twice / 2, nan) == (count, 0)
+    z[7] = math.nan
+    assert _k().saturated(fused.array(z), np.array(edges), first)[1] == 1
