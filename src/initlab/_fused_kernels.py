@@ -157,16 +157,16 @@ def saturated(a, edges, first_saturated):  # pragma: no cover - compiled
 
 @_jit
 def live_cosine(z, y, cols, head):  # pragma: no cover - compiled
-    """(‖Σ_i ŷ_i‖², nonzero rows, non-finite rows) of z's first ``head`` rows restricted to the units that
-    fire (y > 0, or NaN) for some row of ``y`` — the mean cosine between inputs over the live units,
-    without a mask tensor or a masked copy."""
+    """(‖Σ_i ŷ_i‖², nonzero rows, non-finite rows) of z's first ``head`` rows restricted to the units
+    whose output ``y`` is nonzero (NaN included) for some row — the mean cosine between inputs over the
+    live units, without a mask tensor or a masked copy."""
     live = np.zeros(cols, dtype=np.float32)
     rows = y.size // cols
     for r in range(rows):
         base = r * cols
         for j in range(cols):
             v = y[base + j]
-            live[j] += np.float32(v > 0) + np.float32(v != v)
+            live[j] += np.float32(v != 0)
     keep = np.zeros(cols)
     for j in range(cols):
         keep[j] = 1.0 if live[j] > 0 else 0.0

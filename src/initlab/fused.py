@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["array", "available"]
+__all__ = ["array", "available", "kernels", "takes"]
 
 _STATE: dict[str, Any] = {}
 _DTYPES = (torch.float32, torch.float64)
@@ -40,20 +40,23 @@ def available() -> bool:
     return bool(_STATE["ok"])
 
 
+def takes(t: torch.Tensor | None) -> bool:
+    """Whether the kernels take ``t``: they are on, and ``t`` is a non-empty contiguous float32/float64
+    tensor on the CPU."""
+    return (
+        t is not None
+        and t.is_cpu
+        and t.dtype in _DTYPES
+        and t.layout == torch.strided
+        and t.numel() > 0
+        and t.is_contiguous()
+        and bool(_STATE.get("ok") or available())
+    )
+
+
 def array(t: torch.Tensor | None) -> np.ndarray | None:
-    """``t`` as a flat numpy view the kernels take, or None (kernels off, or a tensor they do not take:
-    not on the CPU, not a contiguous float32/float64 tensor, or empty)."""
-    if (
-        t is None
-        or not t.is_cpu
-        or t.dtype not in _DTYPES
-        or t.layout != torch.strided
-        or t.numel() == 0
-        or not t.is_contiguous()
-        or not (_STATE.get("ok") or available())
-    ):
-        return None
-    return t.detach().numpy().reshape(-1)
+    """``t`` as a flat numpy view for the kernels, or None where they do not take it (:func:`takes`)."""
+    return t.detach().numpy().reshape(-1) if takes(t) else None  # type: ignore[union-attr]
 
 
 def kernels() -> Any:

@@ -958,9 +958,14 @@ class _Recorder:
         last = self.last
         if last is not None and last[0] is t and last[1] == t._version:
             return last[2], last[3]
-        std, mean = _std_mean(t, self.scratch(t) if t.dtype in _FLOATS else None)
+        # (the scratch receives a scaled copy on the torch-op path only)
+        std, mean = _std_mean(t, None if fused.takes(t) or t.dtype not in _FLOATS else self.scratch(t))
         self.last = (t, t._version, std, mean)
         return std, mean
+
+    def saturation(self, act: Activation, z: torch.Tensor) -> float:
+        """The saturated fraction of ``z`` under ``act`` (a scratch buffer only for the torch-op path)."""
+        return saturation_rule(act).fraction(z, None if fused.takes(z) else self.scratch(z))
 
     def remember(self, t: torch.Tensor, s1: float, s2: float) -> None:
         """Cache (std, mean) of ``t`` from float64 Σx and Σx² (a fused pass), for :meth:`stats`."""
@@ -1017,7 +1022,7 @@ class _Recorder:
                 if type(module) is nn.ReLU and t.dim() >= 1 and t.shape[0] >= 1:
                     info["relu_counts"] = True  # saturation from the output's signs (see _row)
                 else:
-                    info["saturation"] = saturation_rule(act).fraction(t, self.scratch(t))
+                    info["saturation"] = self.saturation(act, t)
                 if act.name in _ZERO_BELOW and t.dim() >= 2:
                     # 64 inputs of z, for the live-unit cosine (computed only if units turn out dead): z
                     # itself, still intact after the call, where the call cannot overwrite it (torch's own
@@ -1089,7 +1094,7 @@ class _Recorder:
             if name == "relu" and z.dim() >= 1 and z.shape[0] >= 1:
                 info["relu_counts"] = True
             else:
-                info["saturation"] = saturation_rule(act).fraction(z, self.scratch(z))
+                info["saturation"] = self.saturation(act, z)
             if act.name in _ZERO_BELOW and z.dim() >= 2:
                 info["z_head"] = _head(z).clone()
         finally:
@@ -1204,19 +1209,8 @@ class _Recorder:
                 row["dead"] = 1.0 - alive / max(fires.numel(), 1)
             if kind == "activation" and row.get("dead", 0.0) > _DEAD_CHECK:
                 head = _head(info["t"]) if info.get("z_intact") else info.get("z_head")
-                za = fused.array(head) if head is not None and head.is_contiguous() else None
-                ya = fused.array(out) if za is not None and (type(module) in (nn.ReLU, nn.ReLU6) or info.get("relu_counts")) else None
-                if ya is not None and head is not None and head.shape[1] == out.numel() // out.shape[0]:
-                    # one compiled pass: the live units from the output, the cosine of z over them
-                    n = head.shape[0]
-                    t2, nonzero, bad = fused.kernels().live_cosine(za, ya, head.shape[1], n)
-                    row["live_cosine"] = _cosine_from(t2, nonzero, bad, n) if n >= 2 else None
-                elif head is not None:
-                    if fires is None:  # (the fused pass counted the units; the mask is needed only here)
-                        o = out if type(module) in (nn.ReLU, nn.ReLU6) or info.get("relu_counts") else out.abs()
-                        fires = o.amax(dim=0)
-                    live = (fires > 0).reshape(-1).to(head.dtype)
-                    row["live_cosine"] = _cosine(head * live, self.buffers)
+                if head is not None:
+                    row["live_cosine"] = self._live_cosine(head, out, fires)
             if kind == "layer" and a is None:
                 row["cosine"] = _cosine(out, self.buffers)
             if out.requires_grad:
@@ -1228,6 +1222,18 @@ class _Recorder:
                     self.edges.append((out.grad_fn, out.output_nr, row))
         self.rows.append(row)
         return row
+
+    def _live_cosine(self, head: torch.Tensor, out: torch.Tensor, fires: torch.Tensor | None) -> float | None:
+        """Mean cosine between inputs' pre-activations ``head`` (first 64 inputs of z, flattened) over
+        the units whose output ``out`` is nonzero for some input — in one compiled pass where the
+        kernels take both, else from ``fires`` (per-unit counts or maxima of |out|, None: taken here)."""
+        za, ya = fused.array(head), fused.array(out)
+        if za is not None and ya is not None and head.shape[1] * out.shape[0] == out.numel():
+            t2, nonzero, bad = fused.kernels().live_cosine(za, ya, head.shape[1], head.shape[0])
+            return _cosine_from(t2, nonzero, bad, head.shape[0]) if head.shape[0] >= 2 else None
+        if fires is None:
+            fires = out.abs().amax(dim=0)
+        return _cosine(head * (fires > 0).reshape(-1).to(head.dtype), self.buffers)
 
     def _block(
         self, path: str, module: nn.Module, info: dict[str, Any], out: torch.Tensor | None, n: int
@@ -1274,7 +1280,7 @@ class _Recorder:
             if zt is not None:
                 a_info["in_shape"] = tuple(zt.shape)
                 a_info["in_std"], a_info["in_mean"] = self.stats(zt)
-                a_info["saturation"] = saturation_rule(act).fraction(zt, self.scratch(zt))
+                a_info["saturation"] = self.saturation(act, zt)
             if _kind(layer, True) == "layer":
                 self._row(path, layer, info, zt, n, "layer", None)
             self.inside_act += 1
