@@ -1123,21 +1123,25 @@ class _Recorder:
         if self.keras_act_rows.pop(id(module), False):
             return  # rows already written by the activation wrapper
         if self.weights and not self.keras and n == 1:
-            for p in module._parameters.values():
-                # (without the fused kernels, small float32 ones — biases — are summed together in
-                # float64 at the end instead: an all-zero bias must read as exactly zero)
-                if p is None or id(p) in self.weight_sums or p.numel() < 2:
-                    continue
-                a = fused.array(p)
-                if a is not None:
-                    self.weight_sums[id(p)] = fused.kernels().moments(a)
-                elif (
-                    p.dtype in _FLOATS
-                    and p.layout == torch.strided
-                    and (p.numel() > _SMALL_PARAM or p.dtype == torch.float64)
-                ):
-                    self.weight_sums[id(p)] = _weight_sums(p)
+            self._weight_stats(module)
         self._row(path, module, info, out, n, self.kind_of(module), self.activation_of(module))
+
+    def _weight_stats(self, module: nn.Module) -> None:
+        """Σw and Σw² of the module's own parameters, at its first call while they are in cache."""
+        for p in module._parameters.values():
+            # (without the fused kernels, small float32 ones — biases — are summed together in
+            # float64 at the end instead: an all-zero bias must read as exactly zero)
+            if p is None or id(p) in self.weight_sums or p.numel() < 2:
+                continue
+            a = fused.array(p)
+            if a is not None:
+                self.weight_sums[id(p)] = fused.kernels().moments(a)
+            elif (
+                p.dtype in _FLOATS
+                and p.layout == torch.strided
+                and (p.numel() > _SMALL_PARAM or p.dtype == torch.float64)
+            ):
+                self.weight_sums[id(p)] = _weight_sums(p)
 
     def _row(
         self,
