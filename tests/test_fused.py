@@ -31,10 +31,29 @@ def test_array_takes_only_contiguous_cpu_float_tensors():
     assert fused.array(torch.randn(3, requires_grad=True)) is not None  # read as data, not as a graph
 
 
-def test_turned_off_by_the_environment(monkeypatch):
+@pytest.mark.parametrize("value", ["0", "off", " OFF "])
+def test_turned_off_by_the_environment(monkeypatch, value):
     monkeypatch.setattr(fused, "_STATE", {})
-    monkeypatch.setenv("INITLAB_FUSED", "0")
+    monkeypatch.setenv("INITLAB_FUSED", value)
     assert not fused.available() and fused.array(torch.randn(3)) is None
+
+
+def test_a_bad_environment_value_is_an_error_naming_it(monkeypatch):
+    monkeypatch.setattr(fused, "_STATE", {})
+    monkeypatch.setenv("INITLAB_FUSED", "maybe")
+    with pytest.raises(ValueError, match=r"INITLAB_FUSED: expected 1/on .* or 0/off .* got 'maybe'"):
+        fused.available()
+
+
+def test_disabled_turns_the_kernels_off_for_a_block_and_back_on_after_it():
+    _k()
+    t = torch.randn(4, 4)
+    with fused.disabled():
+        assert not fused.takes(t) and fused.array(t) is None
+    assert fused.takes(t)
+    with pytest.raises(RuntimeError), fused.disabled():
+        raise RuntimeError("inside")
+    assert fused.takes(t)  # restored also when the block raises
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -174,7 +174,7 @@ def fix(
         p.apply(seed=seed)
         after = inspect(model, x, **kw)
     else:
-        snap = _Snapshot(model, [(q, m) for q, m, _ in _discover(model)], _devices(list(model.named_parameters()), x))
+        snap = _Snapshot(model, [(q, m) for q, m, _ in _discover(model)], _devices(model.parameters(), x))
         try:
             p.apply(seed=seed)
             after = inspect(model, x, **kw)

@@ -10,35 +10,61 @@ from 1.64–1.72× a plain pass to 1.31–1.44× on one thread (benchmarks/bench
 
 numba is optional (``pip install initlab[fast]``); without it, or for tensors these kernels do not take
 (not CPU, not contiguous float32/float64), inspect uses torch ops with the same results. Set the
-environment variable ``INITLAB_FUSED=0`` to turn the kernels off. The kernels compile once after install
+environment variable ``INITLAB_FUSED=0`` (or ``off``) to turn the kernels off, or use :func:`disabled`
+for a block of code. The kernels compile once after install
 (~3 s, cached next to this module); a process's first use imports numba and loads them (~0.6 s).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["array", "available", "kernels", "takes"]
+__all__ = ["array", "available", "disabled", "kernels", "takes"]
 
 _STATE: dict[str, Any] = {}
 _DTYPES = (torch.float32, torch.float64)
 
 
+_SWITCH = {"1": True, "on": True, "true": True, "yes": True, "0": False, "off": False, "false": False, "no": False}
+
+
 def available() -> bool:
     """Whether the compiled kernels can be used (numba importable and not turned off)."""
     if "ok" not in _STATE:
-        ok = os.environ.get("INITLAB_FUSED", "1") != "0"
+        value = os.environ.get("INITLAB_FUSED", "1").strip().lower()
+        if value not in _SWITCH:
+            raise ValueError(
+                f"environment variable INITLAB_FUSED: expected 1/on to use the compiled statistics or 0/off "
+                f"to turn them off, got {value!r}."
+            )
+        ok = _SWITCH[value]
         if ok:
             try:
-                _compile()
+                _load()
             except ImportError:
                 ok = False
         _STATE["ok"] = ok
     return bool(_STATE["ok"])
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Run a block with the kernels off (torch ops only), e.g. to compare the two paths side by side."""
+    was = _STATE.get("ok")
+    _STATE["ok"] = False
+    try:
+        yield
+    finally:
+        if was is None:
+            _STATE.pop("ok", None)
+        else:
+            _STATE["ok"] = was
 
 
 def takes(t: torch.Tensor | None) -> bool:
@@ -65,7 +91,8 @@ def kernels() -> Any:
     return _STATE["kernels"]
 
 
-def _compile() -> None:
+def _load() -> None:
+    # numba compiles each kernel at its first call (or loads it from its cache), not here
     import numba  # noqa: F401  (ImportError: kernels unavailable)
 
     from . import _fused_kernels

@@ -32,6 +32,7 @@ during the run with ``torch.set_flush_denormal(True)``; the previous setting is 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -248,15 +249,13 @@ class SaturationRule:
         return total / n
 
 
-_RULES: dict[str, SaturationRule] = {}
-_EDGE_ARRAYS: dict[tuple[float, ...], np.ndarray] = {}
-
-
+@functools.cache
 def _edges_array(edges: tuple[float, ...]) -> np.ndarray:
-    arr = _EDGE_ARRAYS.get(edges)
-    if arr is None:
-        arr = _EDGE_ARRAYS[edges] = np.array(edges, dtype=np.float64)
-    return arr
+    """A rule's edges as the float64 array the saturation kernel takes (built once per rule)."""
+    return np.array(edges, dtype=np.float64)
+
+
+_RULES: dict[str, SaturationRule] = {}
 _GRID_LIMIT = 12.0
 _GRID_POINTS = 24001
 
@@ -958,14 +957,20 @@ class _Recorder:
         last = self.last
         if last is not None and last[0] is t and last[1] == t._version:
             return last[2], last[3]
-        # (the scratch receives a scaled copy on the torch-op path only)
-        std, mean = _std_mean(t, None if fused.takes(t) or t.dtype not in _FLOATS else self.scratch(t))
+        std, mean = _std_mean(t, self.torch_scratch(t))
         self.last = (t, t._version, std, mean)
         return std, mean
 
+    def torch_scratch(self, t: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`scratch` where the torch-op path will use it; None where the compiled kernels take
+        ``t`` (they need none), so no buffer is allocated in vain."""
+        if fused.takes(t) or t.dtype not in _FLOATS or t.layout != torch.strided:
+            return None
+        return self.scratch(t)
+
     def saturation(self, act: Activation, z: torch.Tensor) -> float:
-        """The saturated fraction of ``z`` under ``act`` (a scratch buffer only for the torch-op path)."""
-        return saturation_rule(act).fraction(z, None if fused.takes(z) else self.scratch(z))
+        """The saturated fraction of ``z`` under ``act``."""
+        return saturation_rule(act).fraction(z, self.torch_scratch(z))
 
     def remember(self, t: torch.Tensor, s1: float, s2: float) -> None:
         """Cache (std, mean) of ``t`` from float64 Σx and Σx² (a fused pass), for :meth:`stats`."""
@@ -987,15 +992,8 @@ class _Recorder:
 
     def record_norm(self, row: dict[str, Any], g: torch.Tensor | None) -> None:
         """‖dL/dz‖ of a row's output, from its gradient as the backward pass delivers it."""
-        if g is None:
-            return
-        a = fused.array(g)
-        if a is not None:
-            s2 = fused.kernels().moments(a)[1]
-            if math.isfinite(s2):
-                row["grad_norm"] = math.sqrt(s2)
-                return
-        row["grad_norm"] = _norm(g, self.scratch(g) if g.dtype in _FLOATS else None)
+        if g is not None:
+            row["grad_norm"] = _norm(g, self.torch_scratch(g))
 
     # ---- forward ----
     def pre(self, path: str, module: nn.Module, leaf: bool, args: tuple, kwargs: dict) -> None:
@@ -1309,9 +1307,7 @@ def _param_grad_hook(
     place of the gradient (the run needs only the norm)."""
 
     def hook(g: torch.Tensor) -> torch.Tensor:
-        row: dict[str, Any] = {}
-        rec.record_norm(row, g)
-        norms[key] = row.get("grad_norm")
+        norms[key] = _norm(g, rec.torch_scratch(g))
         if g.layout != torch.strided:
             return g  # sparse: already compact, and autograd expects that layout back
         zero = rec.zeros.get((g.dtype, g.device))
@@ -1442,9 +1438,7 @@ def _run_once(
             grads = torch.autograd.grad(loss, wrt, allow_unused=True)
         for p, g in zip(weights, grads, strict=False):
             if g is not None and p.numel() <= _SMALL_PARAM:
-                small: dict[str, Any] = {}
-                rec.record_norm(small, g)
-                by_id[id(p)] = small["grad_norm"]
+                by_id[id(p)] = _norm(g, rec.torch_scratch(g))
         return rec, by_id, loss.detach()
     finally:
         for h in handles + rec.leaf_hooks:
@@ -1545,8 +1539,8 @@ def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
 # --------------------------------------------------------------------------------------------------
 
 
-def _devices(params: list[tuple[str, torch.Tensor]], x: Any) -> set[torch.device]:
-    return {p.device for _, p in params} | {t.device for t in _all_float(x)}
+def _devices(params: Iterable[torch.Tensor], x: Any) -> set[torch.device]:
+    return {p.device for p in params} | {t.device for t in _all_float(x)}
 
 
 def _average(runs: list[list[dict[str, Any]]], what: str) -> list[dict[str, Any]]:
@@ -1640,7 +1634,7 @@ def inspect(
     snap = _Snapshot(
         model,
         [(p, m) for p, m, _ in hooked],
-        _devices(params, x if x is not None else runs_in[0][0]),
+        _devices((p for _, p in params), x if x is not None else runs_in[0][0]),
         params_untouchable=not keras and _params_untouchable(model, loss_fn, params),
     )
     flush_before = flush_denormal_state()
@@ -1661,7 +1655,7 @@ def inspect(
                     weight_sums = rec.weight_sums
                 rows_runs.append(rec.rows)  # every statistic is already a Python float
                 block_runs.append(rec.blocks)
-                grad_runs.append({k: (None if v is None else float(v)) for k, v in grads.items()})
+                grad_runs.append(grads)
                 losses.append(float(loss))
         param_stats = _param_stats(model, params, hooked, keras, grad_runs, weight_sums)
     finally:
