@@ -17,25 +17,25 @@ def _k():
     return fused.kernels()
 
 
-def test_array_takes_only_contiguous_cpu_float_tensors():
+def test_ref_takes_only_contiguous_cpu_float_tensors():
     _k()
     t = torch.randn(6, 5)
-    a = fused.array(t)
-    assert a is not None and a.shape == (30,) and np.shares_memory(a, t.numpy())
-    assert fused.array(t.double()) is not None
-    assert fused.array(t.T) is None  # not contiguous
-    assert fused.array(t.to(torch.bfloat16)) is None
-    assert fused.array(torch.empty(0, 5)) is None
-    assert fused.array(t.to_sparse()) is None
-    assert fused.array(torch.empty(3, 3, device="meta")) is None
-    assert fused.array(torch.randn(3, requires_grad=True)) is not None  # read as data, not as a graph
+    assert fused.ref(t) == (t.data_ptr(), 30, False)
+    assert fused.ref(t[2:]) == (t.data_ptr() + 2 * 5 * 4, 20, False)  # a view: its own first element
+    assert fused.ref(t.double())[1:] == (30, True)
+    assert fused.ref(t.T) is None  # not contiguous
+    assert fused.ref(t.to(torch.bfloat16)) is None
+    assert fused.ref(torch.empty(0, 5)) is None
+    assert fused.ref(t.to_sparse()) is None
+    assert fused.ref(torch.empty(3, 3, device="meta")) is None
+    assert fused.ref(torch.randn(3, requires_grad=True)) is not None  # read as data, not as a graph
 
 
 @pytest.mark.parametrize("value", ["0", "off", " OFF "])
 def test_turned_off_by_the_environment(monkeypatch, value):
     monkeypatch.setattr(fused, "_STATE", {})
     monkeypatch.setenv("INITLAB_FUSED", value)
-    assert not fused.available() and fused.array(torch.randn(3)) is None
+    assert not fused.available() and fused.ref(torch.randn(3)) is None
 
 
 def test_a_bad_environment_value_is_an_error_naming_it(monkeypatch):
@@ -49,7 +49,7 @@ def test_disabled_turns_the_kernels_off_for_a_block_and_back_on_after_it():
     _k()
     t = torch.randn(4, 4)
     with fused.disabled():
-        assert not fused.takes(t) and fused.array(t) is None
+        assert not fused.takes(t) and fused.ref(t) is None
     assert fused.takes(t)
     with pytest.raises(RuntimeError), fused.disabled():
         raise RuntimeError("inside")
@@ -63,20 +63,20 @@ def test_moments_are_float64_sums(dtype, scale):
     # differs from torch's: agreement to ~1e-12 relative (n = 4000 float64 additions).
     g = torch.Generator().manual_seed(0)
     t = (torch.randn(40, 100, generator=g, dtype=torch.float64) * scale).to(dtype)
-    s1, s2 = _k().moments(fused.array(t))
+    s1, s2 = _k().moments(*fused.ref(t))
     ref = t.double()
     assert s1 == pytest.approx(float(ref.sum()), rel=1e-9, abs=1e-12 * scale * 100)
     assert s2 == pytest.approx(float((ref * ref).sum()), rel=1e-12)
     bad = t.clone()
     bad[3, 7] = math.nan
-    assert math.isnan(_k().moments(fused.array(bad))[1])
+    assert math.isnan(_k().moments(*fused.ref(bad))[1])
 
 
 def test_moments_cosine_matches_the_gram_matrix_with_zero_and_nonfinite_rows():
     g = torch.Generator().manual_seed(1)
     h = torch.randn(70, 33, generator=g) + 2.0  # correlated rows
     h[5] = 0.0  # a zero row: orthogonal to all
-    s1, s2, t2, nonzero, bad = _k().moments_cosine(fused.array(h), 33, 64)
+    s1, s2, t2, nonzero, bad = _k().moments_cosine(*fused.ref(h), 33, 64)
     y = h[:64].double()
     u = torch.where(y.norm(dim=1, keepdim=True) > 0, y / y.norm(dim=1, keepdim=True).clamp_min(1e-300), 0.0)
     gram = u @ u.T
@@ -85,7 +85,7 @@ def test_moments_cosine_matches_the_gram_matrix_with_zero_and_nonfinite_rows():
     assert s1 == pytest.approx(float(h.double().sum()), rel=1e-10)
     assert s2 == pytest.approx(float(h.double().pow(2).sum()), rel=1e-12)
     h[9, 4] = math.inf
-    assert _k().moments_cosine(fused.array(h), 33, 64)[4] == 1
+    assert _k().moments_cosine(*fused.ref(h), 33, 64)[4] == 1
 
 
 def test_relu_out_counts_firing_and_dead_units_and_nan():
@@ -93,12 +93,12 @@ def test_relu_out_counts_firing_and_dead_units_and_nan():
     z = torch.randn(50, 40, generator=g)
     z[:, :7] = -1.0  # 7 units never fire
     y = torch.relu(z)
-    s1, s2, pos, nan, alive = _k().relu_out(fused.array(y), 40)
+    s1, s2, pos, nan, alive = _k().relu_out(*fused.ref(y), 40)
     assert (pos, nan, alive) == (int((y > 0).sum()), 0, 33)
     assert s1 == pytest.approx(float(y.double().sum()), rel=1e-10)
     assert s2 == pytest.approx(float(y.double().pow(2).sum()), rel=1e-12)
     y[3, 2] = math.nan  # in a unit that never fires: a NaN keeps it from counting as dead
-    s1, _s2, pos, nan, alive = _k().relu_out(fused.array(y), 40)
+    s1, _s2, pos, nan, alive = _k().relu_out(*fused.ref(y), 40)
     assert (pos, nan, alive) == (int((y > 0).sum()), 1, 34) and math.isnan(s1)
 
 
@@ -106,10 +106,10 @@ def test_act_out_counts_units_that_are_ever_nonzero():
     y = torch.tanh(torch.randn(20, 12, generator=torch.Generator().manual_seed(3)))
     y[:, 4] = 0.0
     y[:, 9] = -0.0
-    _s1, s2, alive = _k().act_out(fused.array(y), 12)
+    _s1, s2, alive = _k().act_out(*fused.ref(y), 12)
     assert alive == 10 and s2 == pytest.approx(float(y.double().pow(2).sum()), rel=1e-12)
     y[0, 4] = math.nan
-    assert _k().act_out(fused.array(y), 12)[2] == 11
+    assert _k().act_out(*fused.ref(y), 12)[2] == 11
 
 
 @pytest.mark.parametrize(
@@ -126,7 +126,21 @@ def test_saturated_counts_intervals_with_half_on_the_edges(edges, first):
         if (k % 2 == 0) == first:
             count += float(((z > bounds[k]) & (z < bounds[k + 1])).sum())
     count += 0.5 * sum(float((z == e).sum()) for e in edges)
-    twice, nan = _k().saturated(fused.array(z), np.array(edges), first)
+    twice, nan = _k().saturated(*fused.ref(z), np.array(edges), first)
     assert (twice / 2, nan) == (count, 0)
     z[7] = math.nan
-    assert _k().saturated(fused.array(z), np.array(edges), first)[1] == 1
+    assert _k().saturated(*fused.ref(z), np.array(edges), first)[1] == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_moments_many_matches_moments_of_each_tensor(dtype):
+    g = torch.Generator().manual_seed(5)
+    sizes_scales = ((256, 1.0), (1, 3.0), (7, 1e-30))
+    ts = [torch.randn(n, generator=g, dtype=torch.float64).to(dtype) * s for n, s in sizes_scales]
+    refs = [fused.ref(t) for t in ts]
+    addrs = np.array([r[0] for r in refs], dtype=np.int64)
+    out = _k().moments_many(addrs, np.array([r[1] for r in refs], dtype=np.int64), dtype is torch.float64)
+    assert out.shape == (3, 2)
+    for row, t in zip(out, ts, strict=True):
+        assert tuple(row) == _k().moments(*fused.ref(t))  # the same loop, the same order: bit for bit
+        assert row[1] == pytest.approx(float((t.double() ** 2).sum()), rel=1e-12)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import initlab
+from initlab import fused
 from initlab.inspect import saturation_rule
 from test_inspect_models import BATCH, KNOWN, WIDTH, batch, mlp
 
@@ -352,11 +353,19 @@ def test_statistics_survive_float32_underflow_and_overflow(stats_path):
     for scale in (1e-30, 1e-20, 1.0, 1e20, 1e30):
         t = base * scale  # squares leave float32's range at both ends
         ref = t.double()
-        for scratch in (None, torch.empty_like(t)):  # the scaled copy allocated, or into a buffer
+        buffers: list[torch.Tensor] = []
+
+        def into_buffer(x: torch.Tensor, buffers: list[torch.Tensor] = buffers) -> torch.Tensor:
+            buffers.append(torch.empty_like(x))
+            return buffers[-1]
+
+        for scratch in (None, into_buffer):  # the scaled copy allocated, or into a buffer given
             std, mean = _std_mean(t, scratch)
             assert std == pytest.approx(float(ref.std()), rel=1e-5), scale
             assert mean == pytest.approx(float(ref.mean()), rel=1e-5, abs=1e-5 * scale), scale
             assert _norm(t, scratch) == pytest.approx(float(ref.norm()), rel=1e-5), scale
+        # the buffer is asked for only where the torch-op path scales (squares out of float32's range)
+        assert bool(buffers) == (not fused.takes(t) and scale != 1.0), scale
     zero = torch.zeros(100, 7)
     assert _std_mean(zero) == (0.0, 0.0) and _norm(zero) == 0.0
     bad = base.clone()

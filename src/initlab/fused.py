@@ -22,10 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import torch
 
-__all__ = ["array", "available", "disabled", "kernels", "takes"]
+__all__ = ["available", "disabled", "kernels", "ref", "takes"]
 
 _STATE: dict[str, Any] = {}
 _DTYPES = (torch.float32, torch.float64)
@@ -81,9 +80,13 @@ def takes(t: torch.Tensor | None) -> bool:
     )
 
 
-def array(t: torch.Tensor | None) -> np.ndarray | None:
-    """``t`` as a flat numpy view for the kernels, or None where they do not take it (:func:`takes`)."""
-    return t.detach().numpy().reshape(-1) if takes(t) else None  # type: ignore[union-attr]
+def ref(t: torch.Tensor | None) -> tuple[int, int, bool] | None:
+    """``t`` as the kernels take it — (address of its first element, number of elements, float64?) — or
+    None where they do not take it (:func:`takes`). Valid only while ``t`` is alive: pass it straight
+    to a kernel, e.g. ``kernels().moments(*ref(t))``."""
+    if not takes(t):
+        return None
+    return t.data_ptr(), t.numel(), t.dtype is torch.float64  # type: ignore[union-attr]
 
 
 def kernels() -> Any:

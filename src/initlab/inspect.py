@@ -224,9 +224,9 @@ class SaturationRule:
         n = float(max(z.numel(), 1))
         if not self.edges:
             return 1.0 if self.first_saturated else 0.0
-        a = fused.array(z)
-        if a is not None:
-            twice, nan = fused.kernels().saturated(a, _edges_array(self.edges), self.first_saturated)
+        r = fused.ref(z)
+        if r is not None:
+            twice, nan = fused.kernels().saturated(*r, _edges_array(self.edges), self.first_saturated)
             return math.nan if nan else twice / (2.0 * n)
         # ±1 sums are exact in float32 below 2²⁴ elements; beyond, accumulate in float64.
         acc = None if z.numel() < 2**24 and z.dtype == torch.float32 else torch.float64
@@ -624,22 +624,25 @@ def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return obj
 
 
-def _std_mean(t: torch.Tensor, scratch: torch.Tensor | None = None) -> tuple[float, float]:
+def _std_mean(
+    t: torch.Tensor, scratch: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> tuple[float, float]:
     """(std, mean) of all elements, unbiased (n − 1), as Python floats.
 
     One pass: mean = Σx/n and var = (Σx² − n·mean²)/(n − 1) with Σx² = x·x (BLAS) and the final
     arithmetic in float64 — several times faster on CPU than ``torch.std_mean``. Where float32 squares
     overflow or underflow, Σx² is taken on x scaled by a power of two (:func:`_sum_squares_scaled`);
     where the one-pass formula loses digits (mean² > 100·var) it recomputes two-pass in float64.
-    ``scratch``, a contiguous tensor of ``t``'s size and dtype, receives the scaled copy.
+    ``scratch`` (e.g. :meth:`_Recorder.scratch`) gives a reusable buffer shaped like its argument for the
+    scaled copy; it is called only on that rare path.
     """
     d = t.detach() if t.requires_grad and torch.is_grad_enabled() else t
     n = d.numel()
     if n < 2:
         return 0.0, float(d.to(torch.float64).sum()) if n else math.nan
-    a = fused.array(d)
-    if a is not None:
-        found = _from_sums(n, *fused.kernels().moments(a), safe=True)
+    r = fused.ref(d)
+    if r is not None:
+        found = _from_sums(n, *fused.kernels().moments(*r), safe=True)
         if found is not None:
             return found
     elif d.dtype == torch.float32 or d.dtype == torch.float64:
@@ -649,7 +652,7 @@ def _std_mean(t: torch.Tensor, scratch: torch.Tensor | None = None) -> tuple[flo
         safe = False
         if not (math.isfinite(s2) and s2 > 1e-20 * n):
             # Squares overflow (elements beyond ~1e19) or underflow (below ~1e-19) in float32.
-            scaled = _sum_squares_scaled(flat, None if scratch is None else scratch.view(-1))
+            scaled = _sum_squares_scaled(flat, None if scratch is None else scratch(flat))
             if scaled is not None:
                 s2, safe = scaled, True
         found = _from_sums(n, s1, s2, safe)
@@ -734,24 +737,27 @@ def _std_mean_many(tensors: Sequence[torch.Tensor]) -> list[tuple[float, float]]
     return [o if o is not None else _std_mean(t) for o, t in zip(out, tensors, strict=True)]
 
 
-def _norm(t: torch.Tensor, scratch: torch.Tensor | None = None) -> float:
-    """‖t‖₂ in the tensor's precision; scaled by a power of two (:func:`_sum_squares_scaled`) when
-    float32 overflows (‖g‖² beyond 3.4e38) or may have underflowed (‖g‖ < 1e-10: squares of elements
-    below ~1e-19 leave float32's normal range); in float64 for other dtypes or non-finite elements."""
-    g = t.detach() if t.requires_grad and torch.is_grad_enabled() else t
+def _norm(t: torch.Tensor, scratch: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+    """‖t‖₂ from float64 sums where the compiled kernels take ``t`` (or a sparse gradient's stored
+    values); else in the tensor's precision, scaled by a power of two (:func:`_sum_squares_scaled`, into
+    a buffer from ``scratch`` if given) when float32 overflows (‖g‖² beyond 3.4e38) or may have
+    underflowed (‖g‖ < 1e-10: squares of elements below ~1e-19 leave float32's normal range); in float64
+    for other dtypes or non-finite elements."""
+    g = t
     if g.layout != torch.strided:  # a sparse gradient (nn.Embedding(sparse=True)): its stored values
         g = g.coalesce().values() if g.layout == torch.sparse_coo else g.values()
-    a = fused.array(g)
-    if a is not None:
-        s2 = fused.kernels().moments(a)[1]  # float64 squares of float32 values neither over- nor underflow
+    r = fused.ref(g)
+    if r is not None:
+        s2 = fused.kernels().moments(*r)[1]  # float64 squares of float32 values neither over- nor underflow
         if math.isfinite(s2):
             return math.sqrt(s2)
+    g = g.detach() if g.requires_grad and torch.is_grad_enabled() else g
     v = float(torch.linalg.vector_norm(g))
     if (not math.isfinite(v) and bool(torch.isfinite(g).all())) or v < 1e-10:
         scaled = None
         if g.dtype in _FLOATS and g.layout == torch.strided and g.is_contiguous():
-            out = None if scratch is None or scratch.numel() != g.numel() else scratch.view(-1)
-            scaled = _sum_squares_scaled(g.view(-1), out)
+            flat = g.view(-1)
+            scaled = _sum_squares_scaled(flat, None if scratch is None else scratch(flat))
         v = math.sqrt(scaled) if scaled is not None else float(torch.linalg.vector_norm(g, dtype=torch.float64))
     return v
 
@@ -788,10 +794,10 @@ def _cosine(t: torch.Tensor, scratch: dict[tuple[Any, ...], torch.Tensor] | None
     work buffer by shape."""
     if t.dim() < 1 or t.shape[0] < 2:
         return None
-    a = fused.array(t)
-    if a is not None:
+    r = fused.ref(t)
+    if r is not None:
         n = min(t.shape[0], _COSINE_SAMPLES)
-        _, _, t2, nonzero, bad = fused.kernels().moments_cosine(a, t.numel() // t.shape[0], n)
+        _, _, t2, nonzero, bad = fused.kernels().moments_cosine(*r, t.numel() // t.shape[0], n)
         return _cosine_from(t2, nonzero, bad, n)
     src = _head(t)
     n = src.shape[0]
@@ -957,7 +963,7 @@ class _Recorder:
         last = self.last
         if last is not None and last[0] is t and last[1] == t._version:
             return last[2], last[3]
-        std, mean = _std_mean(t, self.torch_scratch(t))
+        std, mean = _std_mean(t, self.scratch)
         self.last = (t, t._version, std, mean)
         return std, mean
 
@@ -993,7 +999,7 @@ class _Recorder:
     def record_norm(self, row: dict[str, Any], g: torch.Tensor | None) -> None:
         """‖dL/dz‖ of a row's output, from its gradient as the backward pass delivers it."""
         if g is not None:
-            row["grad_norm"] = _norm(g, self.torch_scratch(g))
+            row["grad_norm"] = _norm(g, self.scratch)
 
     # ---- forward ----
     def pre(self, path: str, module: nn.Module, leaf: bool, args: tuple, kwargs: dict) -> None:
@@ -1131,9 +1137,9 @@ class _Recorder:
             # float64 at the end instead: an all-zero bias must read as exactly zero)
             if p is None or id(p) in self.weight_sums or p.numel() < 2:
                 continue
-            a = fused.array(p)
-            if a is not None:
-                self.weight_sums[id(p)] = fused.kernels().moments(a)
+            r = fused.ref(p)
+            if r is not None:
+                self.weight_sums[id(p)] = fused.kernels().moments(*r)
             elif (
                 p.dtype in _FLOATS
                 and p.layout == torch.strided
@@ -1168,21 +1174,21 @@ class _Recorder:
         if out is not None:
             row["out_shape"] = tuple(out.shape)
             fires: torch.Tensor | None = None
-            a = fused.array(out) if kind in ("layer", "activation") and out.dim() >= 1 else None
+            a = fused.ref(out) if kind in ("layer", "activation") and out.dim() >= 1 else None
             if a is not None:
                 # One compiled pass over the output for everything this row needs (see initlab.fused).
                 k = fused.kernels()
                 cols = out.numel() // out.shape[0]
                 if kind == "layer":
                     head = min(out.shape[0], _COSINE_SAMPLES)
-                    s1, s2, t2, nonzero, bad = k.moments_cosine(a, cols, head)
+                    s1, s2, t2, nonzero, bad = k.moments_cosine(*a, cols, head)
                     row["cosine"] = _cosine_from(t2, nonzero, bad, head) if head >= 2 else None
                 elif info.get("relu_counts"):
-                    s1, s2, pos, nan, alive = k.relu_out(a, cols)
+                    s1, s2, pos, nan, alive = k.relu_out(*a, cols)
                     row["saturation"] = math.nan if nan else 1.0 - pos / out.numel()
                     row["saturation_ref"] = saturation_rule(act).reference if act is not None else None
                 else:
-                    s1, s2, alive = k.act_out(a, cols)
+                    s1, s2, alive = k.act_out(*a, cols)
                 self.remember(out, s1, s2)
                 if kind == "activation":
                     row["dead"] = 1.0 - alive / max(cols, 1)
@@ -1229,9 +1235,13 @@ class _Recorder:
         """Mean cosine between inputs' pre-activations ``head`` (first 64 inputs of z, flattened) over
         the units whose output ``out`` is nonzero for some input — in one compiled pass where the
         kernels take both, else from ``fires`` (per-unit counts or maxima of |out|, None: taken here)."""
-        za, ya = fused.array(head), fused.array(out)
-        if za is not None and ya is not None and head.shape[1] * out.shape[0] == out.numel():
-            t2, nonzero, bad = fused.kernels().live_cosine(za, ya, head.shape[1], head.shape[0])
+        za, ya = fused.ref(head), fused.ref(out)
+        same = za is not None and ya is not None and za[2] == ya[2]  # one dtype
+        if same and head.shape[1] * out.shape[0] == out.numel():
+            z_addr, z_n, wide = za
+            t2, nonzero, bad = fused.kernels().live_cosine(
+                z_addr, z_n, ya[0], ya[1], wide, head.shape[1], head.shape[0]
+            )
             return _cosine_from(t2, nonzero, bad, head.shape[0]) if head.shape[0] >= 2 else None
         if fires is None:
             fires = out.abs().amax(dim=0)
@@ -1307,7 +1317,7 @@ def _param_grad_hook(
     place of the gradient (the run needs only the norm)."""
 
     def hook(g: torch.Tensor) -> torch.Tensor:
-        norms[key] = _norm(g, rec.torch_scratch(g))
+        norms[key] = _norm(g, rec.scratch)
         if g.layout != torch.strided:
             return g  # sparse: already compact, and autograd expects that layout back
         zero = rec.zeros.get((g.dtype, g.device))
@@ -1438,7 +1448,7 @@ def _run_once(
             grads = torch.autograd.grad(loss, wrt, allow_unused=True)
         for p, g in zip(weights, grads, strict=False):
             if g is not None and p.numel() <= _SMALL_PARAM:
-                by_id[id(p)] = _norm(g, rec.torch_scratch(g))
+                by_id[id(p)] = _norm(g, rec.scratch)
         return rec, by_id, loss.detach()
     finally:
         for h in handles + rec.leaf_hooks:
