@@ -707,16 +707,37 @@ def _sums_many(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple
     return out  # type: ignore[return-value]
 
 
+def _fused_sums(tensors: Sequence[torch.Tensor]) -> dict[int, tuple[float, float]]:
+    """(Σx, Σx²) in float64 of each tensor the compiled kernels take, by index: one kernel call per
+    dtype for all of them (``moments_many``) instead of one Python round trip each."""
+    refs = [(i, r) for i, t in enumerate(tensors) if (r := fused.ref(t)) is not None]
+    out: dict[int, tuple[float, float]] = {}
+    for wide in (False, True):
+        group = [(i, r) for i, r in refs if r[2] is wide]
+        if group:
+            addrs = np.array([r[0] for _, r in group], dtype=np.int64)
+            sizes = np.array([r[1] for _, r in group], dtype=np.int64)
+            sums = fused.kernels().moments_many(addrs, sizes, wide).tolist()
+            out.update({i: (s1, s2) for (i, _), (s1, s2) in zip(group, sums, strict=True)})
+    return out
+
+
 def _std_mean_many(tensors: Sequence[torch.Tensor]) -> list[tuple[float, float]]:
     """:func:`_std_mean` of each tensor, with the sums of every float32/float64 tensor of a device taken
     together instead of two reductions and two host round trips per tensor: small float32 tensors
     (biases, norm weights: ≤ 4096 elements) concatenated in float64 and summed by segment — so that an
     all-zero bias is exactly (0, 0), not squares that may have underflowed — and the others with
     ``torch._foreach_norm`` for Σx² and one stacked ``tolist`` for Σx. Any tensor the one-pass formula
-    does not suit gets :func:`_std_mean` itself."""
-    out: list[tuple[float, float] | None] = [None] * len(tensors)
+    does not suit gets :func:`_std_mean` itself. With the compiled kernels, every tensor they take is
+    summed in float64 by one call (:func:`_fused_sums`) instead."""
+    done = {
+        i: _from_sums(tensors[i].numel(), s1, s2, safe=True)
+        for i, (s1, s2) in _fused_sums(tensors).items()
+        if tensors[i].numel() >= 2
+    }
+    out: list[tuple[float, float] | None] = [done.get(i) for i in range(len(tensors))]
     for idx in _groups(tensors, _FLOATS):
-        idx = [i for i in idx if tensors[i].numel() >= 2]
+        idx = [i for i in idx if tensors[i].numel() >= 2 and i not in done]
         small = [i for i in idx if tensors[i].dtype == torch.float32 and tensors[i].numel() <= _SMALL_PARAM]
         large = [i for i in idx if i not in set(small)]
         if small:
@@ -1446,9 +1467,13 @@ def _run_once(
             for p in hooked_params:
                 handles.append(p.register_hook(_param_grad_hook(rec, by_id, id(p))))
             grads = torch.autograd.grad(loss, wrt, allow_unused=True)
-        for p, g in zip(weights, grads, strict=False):
-            if g is not None and p.numel() <= _SMALL_PARAM:
-                by_id[id(p)] = _norm(g, rec.scratch)
+        small = [
+            (p, g) for p, g in zip(weights, grads, strict=False) if g is not None and p.numel() <= _SMALL_PARAM
+        ]
+        sums = _fused_sums([g for _, g in small])
+        for k, (p, g) in enumerate(small):
+            s2 = sums[k][1] if k in sums else math.nan
+            by_id[id(p)] = math.sqrt(s2) if math.isfinite(s2) else _norm(g, rec.scratch)
         return rec, by_id, loss.detach()
     finally:
         for h in handles + rec.leaf_hooks:
