@@ -29,6 +29,7 @@ def test_ref_takes_only_contiguous_cpu_float_tensors():
     assert fused.ref(t.to_sparse()) is None
     assert fused.ref(torch.empty(3, 3, device="meta")) is None
     assert fused.ref(torch.randn(3, requires_grad=True)) is not None  # read as data, not as a graph
+    assert fused.ref(torch._neg_view(t)) is None  # its memory holds the values before negation
 
 
 @pytest.mark.parametrize("value", ["0", "off", " OFF "])

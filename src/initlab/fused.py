@@ -68,7 +68,7 @@ def disabled() -> Iterator[None]:
 
 def takes(t: torch.Tensor | None) -> bool:
     """Whether the kernels take ``t``: they are on, and ``t`` is a non-empty contiguous float32/float64
-    tensor on the CPU."""
+    tensor on the CPU whose memory holds its values as they are (no lazy negation bit)."""
     return (
         t is not None
         and t.is_cpu
@@ -76,6 +76,7 @@ def takes(t: torch.Tensor | None) -> bool:
         and t.layout == torch.strided
         and t.numel() > 0
         and t.is_contiguous()
+        and not t.is_neg()  # a lazily negated view shares memory that holds the un-negated values
         and bool(_STATE.get("ok") or available())
     )
 
