@@ -375,11 +375,12 @@ class _Snapshot:
         modules: list[tuple[str, nn.Module]],
         devices: set[torch.device],
         params_untouchable: bool = False,
+        tree: list[nn.Module] | None = None,
     ):
         self.slots: list[tuple[nn.Module, str, str, torch.Tensor, torch.Tensor, Any, bool]] = []
         self.storage: dict[int, torch.Tensor] = {}
         seen: set[int] = set()
-        every = _all_modules(model, modules)
+        every = _all_modules(model, modules, tree)
         for m in every:
             for kind, store in (("param", m._parameters), ("buffer", m._buffers)):
                 for name, t in store.items():
@@ -430,7 +431,8 @@ class _Snapshot:
                     continue
                 if copy is not None:
                     data = self.storage[id(t)]
-                    if t.data.data_ptr() != data.data_ptr() or t.data.shape != data.shape:
+                    # (t's own data_ptr and shape are those of t.data, without making that tensor)
+                    if t.data_ptr() != data.data_ptr() or t.shape != data.shape:
                         t.data = data
                     if t.requires_grad != req and t.is_leaf:
                         t.requires_grad_(req)
@@ -462,7 +464,12 @@ class _Snapshot:
 _KEEP = torch.empty(0)  # marks a parameter whose values the run cannot write (no copy was taken)
 
 
-def _params_untouchable(model: nn.Module, loss_fn: Any, params: list[tuple[str, torch.Tensor]]) -> bool:
+def _params_untouchable(
+    model: nn.Module,
+    loss_fn: Any,
+    params: list[tuple[str, torch.Tensor]],
+    tree: list[nn.Module] | None = None,
+) -> bool:
     """True when nothing that runs during inspection can write a parameter's values, so that copying
     them in and out (a model's worth of memory traffic, ~0.1× a forward+backward) can be skipped.
 
@@ -481,7 +488,7 @@ def _params_untouchable(model: nn.Module, loss_fn: Any, params: list[tuple[str, 
                   "_global_backward_pre_hooks", "_global_forward_hooks_always_called"):
         if getattr(_module, store, None):
             return False
-    for m in model.modules():
+    for m in model.modules() if tree is None else tree:
         if not type(m).__module__.startswith("torch.nn.modules"):
             return False
         if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
@@ -513,9 +520,13 @@ def _copy_all(tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:
     return out
 
 
-def _all_modules(model: nn.Module, modules: list[tuple[str, nn.Module]]) -> list[nn.Module]:
+def _all_modules(
+    model: nn.Module, modules: list[tuple[str, nn.Module]], tree: list[nn.Module] | None = None
+) -> list[nn.Module]:
+    """The model, its modules (``tree``: ``list(model.modules())`` if already made) and, for Keras,
+    its layers' modules, each once."""
     out: dict[int, nn.Module] = {id(model): model}
-    for m in model.modules():
+    for m in model.modules() if tree is None else tree:
         out[id(m)] = m
     for _, m in modules:
         if id(m) not in out:  # Keras layers are not torch children of the model
@@ -541,7 +552,7 @@ def _discover(model: Any) -> list[tuple[str, nn.Module, bool]]:
         return out
     out = []
     for name, m in model.named_modules():
-        leaf = not any(True for _ in m.children())
+        leaf = not any(c is not None for c in m._modules.values())  # what children() yields
         if not name and not leaf:
             continue  # the root container: its input and output are the model's
         own = any(p is not None for p in m._parameters.values())
@@ -916,12 +927,12 @@ class _FunctionalActivations(TorchFunctionMode):
         return rec.functional(func, name, args, kwargs)
 
 
-def _needs_function_mode(model: Any, keras: bool) -> bool:
+def _needs_function_mode(model: Any, keras: bool, tree: list[nn.Module] | None = None) -> bool:
     """Custom forward code (a class outside torch.nn) or torch's Transformer layers, which call their
     activation as a function, may hide activations from module hooks."""
     if keras:
         return True
-    for m in model.modules():
+    for m in model.modules() if tree is None else tree:
         mod = type(m).__module__
         if not mod.startswith("torch.nn.modules") or isinstance(
             m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
@@ -1665,16 +1676,17 @@ def inspect(
             "to inspect. Inspect a model with at least one weight (Linear, Conv, Dense, …)."
         )
 
-    function_mode = _needs_function_mode(model, keras)
+    tree = list(model.modules())  # one walk of the module tree for the checks and the snapshot below
+    function_mode = _needs_function_mode(model, keras, tree)
     snap = _Snapshot(
         model,
         [(p, m) for p, m, _ in hooked],
         _devices((p for _, p in params), x if x is not None else runs_in[0][0]),
-        params_untouchable=not keras and _params_untouchable(model, loss_fn, params),
+        params_untouchable=not keras and _params_untouchable(model, loss_fn, params, tree),
+        tree=tree,
     )
     flush_before = flush_denormal_state()
-    torch.set_flush_denormal(True)
-    flushed = flush_denormal_state()
+    flushed = torch.set_flush_denormal(True)  # False where the CPU cannot flush (no probe needed)
     try:
         rows_runs, block_runs, grad_runs, losses = [], [], [], []
         weight_sums: dict[int, tuple[Any, Any]] = {}
@@ -1800,53 +1812,57 @@ def _param_stats(
         for pname, p in _own_params(m, keras):
             owner.setdefault(id(p), (path, pname if keras else f"{path}.{pname}"))
     layout = "keras" if keras else "torch"
-    out = []
-    fan_cache: dict[tuple[tuple[int, ...], str], int | None] = {}
+    fan_cache: dict[tuple[int, ...], int | None] = {}
     weight_sums = weight_sums or {}
+    ids = [id(p) for _, p in params]
     # float64 sums from a fused pass are final; torch's 0-d float32 sums come back in one round trip
-    known = {
-        id(p): _from_sums(p.numel(), *weight_sums[id(p)], safe=True)
-        for _, p in params
-        if id(p) in weight_sums and isinstance(weight_sums[id(p)][0], float)
-    }
-    taken = [p for _, p in params if id(p) in weight_sums and id(p) not in known]
-    known.update(
-        {
-            id(p): _from_sums(p.numel(), s1, s2)
-            for p, (s1, s2) in zip(taken, _sums_many([weight_sums[id(p)] for p in taken]), strict=True)
-        }
-    )
-    rest = [p for _, p in params if known.get(id(p)) is None]
+    known: dict[int, tuple[float, float] | None] = {}
+    taken: list[torch.Tensor] = []
+    for (_, p), pid in zip(params, ids, strict=True):
+        sums = weight_sums.get(pid)
+        if sums is None:
+            continue
+        if isinstance(sums[0], float):
+            known[pid] = _from_sums(p.numel(), *sums, safe=True)
+        else:
+            taken.append(p)
+    for p, (s1, s2) in zip(taken, _sums_many([weight_sums[id(p)] for p in taken]), strict=True):
+        known[id(p)] = _from_sums(p.numel(), s1, s2)
+    rest = [p for (_, p), pid in zip(params, ids, strict=True) if known.get(pid) is None]
     known.update({id(p): sm for p, sm in zip(rest, _std_mean_many([p.detach() for p in rest]), strict=True)})
-    stats = [known[id(p)] for _, p in params]
-    for (name, p), sm in zip(params, stats, strict=True):
-        mod, pretty = owner.get(id(p), ("", name))
-        d = p.detach()
-        n = d.numel()
+    runs = len(grad_runs)
+    out = []
+    for (name, p), pid in zip(params, ids, strict=True):
+        sm = known[pid]
+        mod, pretty = owner.get(pid, ("", name))
+        n = p.numel()
         if not n:
             sm = (0.0, 0.0)
         # ‖W‖² = Σw² = (n − 1)·std² + n·mean²: no second pass over the weights.
-        norm = math.sqrt(max((n - 1) * sm[0] ** 2 + n * sm[1] ** 2, 0.0)) if n > 1 else float(_norm(d))
-        gvals = [r.get(id(p)) for r in grad_runs]
-        g = sum(gvals) / len(gvals) if all(v is not None for v in gvals) else None
+        norm = math.sqrt(max((n - 1) * sm[0] ** 2 + n * sm[1] ** 2, 0.0)) if n > 1 else float(_norm(p.detach()))
+        if runs == 1:
+            g = grad_runs[0].get(pid)
+        else:
+            gvals = [r.get(pid) for r in grad_runs]
+            g = sum(gvals) / runs if all(v is not None for v in gvals) else None  # type: ignore[arg-type]
+        shape = tuple(p.shape)
         fan_in = None
-        if p.dim() >= 2:
-            key = (tuple(p.shape), layout)
-            if key not in fan_cache:
+        if len(shape) >= 2:
+            if shape not in fan_cache:
                 try:
-                    fan_cache[key] = int(fans(key[0], layout).fan_in)
+                    fan_cache[shape] = int(fans(shape, layout).fan_in)
                 except ValueError:
-                    fan_cache[key] = None  # a layout fans() does not know: reported as unknown (None)
-            fan_in = fan_cache[key]
+                    fan_cache[shape] = None  # a layout fans() does not know: reported as unknown (None)
+            fan_in = fan_cache[shape]
         out.append(
             ParamStats(
                 name=pretty,
                 module=mod,
-                shape=tuple(p.shape),
+                shape=shape,
                 layout=layout,
-                fan_in=None if fan_in is None else int(fan_in),
-                mean=float(sm[1]) if d.numel() else 0.0,
-                std=float(sm[0]) if d.numel() > 1 else 0.0,
+                fan_in=fan_in,
+                mean=float(sm[1]) if n else 0.0,
+                std=float(sm[0]) if n > 1 else 0.0,
                 norm=norm,
                 grad_norm=g,
                 ratio=(g / norm) if g is not None and norm > 0 else None,
