@@ -394,7 +394,9 @@ class _Snapshot:
         # Values are copied only where the run could write them: buffers always (BatchNorm running
         # statistics), parameters unless no code but torch's own modules runs (see _params_untouchable).
         copies = _copy_all([
-            c for (_, kind, _, _, c, _, _) in self.slots if c is not None and not (params_untouchable and kind == "param")
+            c
+            for (_, kind, _, _, c, _, _) in self.slots
+            if c is not None and not (params_untouchable and kind == "param")
         ])
         self.slots = [
             (m, kind, name, t, None if c is None else copies.get(id(c), _KEEP), g, r)
@@ -640,12 +642,14 @@ def _std_mean(
 ) -> tuple[float, float]:
     """(std, mean) of all elements, unbiased (n − 1), as Python floats.
 
-    One pass: mean = Σx/n and var = (Σx² − n·mean²)/(n − 1) with Σx² = x·x (BLAS) and the final
-    arithmetic in float64 — several times faster on CPU than ``torch.std_mean``. Where float32 squares
-    overflow or underflow, Σx² is taken on x scaled by a power of two (:func:`_sum_squares_scaled`);
-    where the one-pass formula loses digits (mean² > 100·var) it recomputes two-pass in float64.
-    ``scratch`` (e.g. :meth:`_Recorder.scratch`) gives a reusable buffer shaped like its argument for the
-    scaled copy; it is called only on that rare path.
+    Where the compiled kernels take ``t`` (:mod:`initlab.fused`), Σx and Σx² come from one float64
+    pass. Otherwise one pass of torch ops: mean = Σx/n and var = (Σx² − n·mean²)/(n − 1) with
+    Σx² = x·x (BLAS) and the final arithmetic in float64 — several times faster on CPU than
+    ``torch.std_mean``; where float32 squares overflow or underflow, Σx² is taken on x scaled by a power
+    of two (:func:`_sum_squares_scaled`). Either way, where the one-pass formula loses digits
+    (mean² > 100·var) it recomputes two-pass in float64. ``scratch`` (e.g. :meth:`_Recorder.scratch`)
+    gives a reusable buffer shaped like its argument for the scaled copy; it is called only on that
+    rare path.
     """
     d = t.detach() if t.requires_grad and torch.is_grad_enabled() else t
     n = d.numel()
@@ -690,7 +694,7 @@ def _from_sums(n: int, s1: float, s2: float, safe: bool = False) -> tuple[float,
 
 def _weight_sums(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Σw and Σw² of a float parameter as 0-d tensors (no host round trip until the end of the run);
-    with the fused kernels, :meth:`_Recorder._post` takes float64 sums instead."""
+    with the fused kernels, :meth:`_Recorder._weight_stats` takes float64 sums instead."""
     d = p.reshape(-1)  # (called with autograd off)
     return d.sum(), torch.dot(d, d)
 

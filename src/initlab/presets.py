@@ -912,10 +912,11 @@ def auto_preset(ctx: PresetContext) -> None:
                 ctx.leave(site, "a rule covers it, so auto does not look for its activation")
                 continue
             follow = ctx.activation_after(site)
-            init, why = _for_activation(follow, tf)
-            if (kind == "linear" and len(site.info.shape) == 2 and opts["dense"] == "orthogonal"
+            if (kind == "linear" and len(info.shape) == 2 and opts["dense"] == "orthogonal"
                     and follow.activation.family in ("relu", "tanh")):
                 init, why = _dense_orthogonal(follow, tf, points)
+            else:
+                init, why = _for_activation(follow, tf)
             init, why, crit = _auto_critical(site, follow, init, why, opts, points)
             if crit is not None:
                 critical[id(site.module)] = crit
