@@ -266,8 +266,8 @@ def part3(out: dict) -> None:
         ("predict_std(tanh, depth 50)", lambda: theory.predict_std("tanh", 1.76, 0.05, 50, 1.0)),
         ("critical(tanh)", lambda: theory.critical("tanh", 0.05)),
         ("critical_point(tanh) + basin", lambda: theory.critical_point("tanh", 0.05)),
-        ("critical(gelu)", lambda: theory.critical("gelu", 0.05)),
-        ("critical(nn.SiLU())", lambda: theory.critical(nn.SiLU(), 0.05)),
+        ("critical(gelu, 0.3)", lambda: theory.critical("gelu", 0.3)),
+        ("critical(nn.SiLU(), 1.0)", lambda: theory.critical(nn.SiLU(), 1.0)),
     ]
     for name, fn in calls:
         fn()

@@ -144,9 +144,10 @@ def test_smooth_critical_and_explained_fallbacks():
     assert isinstance(elu.initializer, Critical)
     assert elu.initializer.sigma_w2 == pytest.approx(theory.critical("elu", 0.05), rel=1e-12)
     assert elu.why.startswith("smooth='critical': followed by elu")
-    # GELU: its critical point (q* ≈ 1900) does not attract unit inputs; softplus has none at all.
+    # GELU at σ_b² = 0.05 reaches χ₁ = 1 only at a repelling fixed point (q* ≈ 0.68); softplus never.
     gelu, softplus = p["2.weight"], p["4.weight"]
-    assert "smooth='critical' not applied" in gelu.why and "does not attract" in gelu.why
+    assert "smooth='critical' not applied: no usable edge of chaos" in gelu.why
+    assert "unstable fixed point" in gelu.why
     assert "smooth='critical' not applied: no usable edge of chaos" in softplus.why
     for path, e in (("2.weight", gelu), ("4.weight", softplus)):
         assert e.initializer_label == base[path].initializer_label  # auto's usual choice ...

@@ -36,9 +36,12 @@ def test_critical_points_tanh_relu_leaky_linear():
         assert theory.variance_map(act, p.sigma_w2, 0.3).slope(p.q_star) < 1
         assert p.attracts(1.0)
         assert theory.fixed_point(act, p.sigma_w2, 0.3) == pytest.approx(p.q_star, rel=1e-6)
-    # GELU at σ_b² = 0.05 is critical only near the ReLU limit (q* ≈ 1900), out of reach of unit inputs.
-    p = theory.critical_point("gelu", 0.05)
-    assert p.q_star > 100 and not p.attracts(1.0)
+    # GELU at σ_b² = 0.05 crosses χ₁ = 1 once, at q* ≈ 0.681 where V'(q*) ≈ 1.08 (the fixed point repels;
+    # mpmath at 25 digits: χ₁ − 1 = −0.0043 at q* = 0.681, +0.0184 at 1, +0.0026 at 1900, +0.00036 at 1e5,
+    # so no crossing near the ReLU limit, where the old 0.5-wide panels found one at q* ≈ 1900).
+    with pytest.raises(theory.NoCriticalPointError, match=r"unstable fixed point: q\* ≈ 0\.68") as err:
+        theory.critical_point("gelu", 0.05)
+    assert err.value.reason == "unstable"
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,8 @@ class Activation:
 
     ``fn`` maps a tensor to a tensor of the same shape. ``torch_gain`` is the argument pair for
     ``torch.nn.init.calculate_gain`` when torch has an entry for it, else ``None``.
+    ``kinks`` lists the inputs x ≠ 0 where φ or φ' jumps (ReLU6 at 6, hardtanh at ±1): quadrature
+    over Gaussian inputs places panel edges there (x = 0 is always an edge).
     ``family`` is one of ``"relu"`` (positively homogeneous: ReLU, leaky ReLU, PReLU), ``"linear"``,
     ``"tanh"`` (odd, saturating, φ'(0)=1: tanh, softsign, hardtanh), ``"sigmoid"`` or ``"smooth"``
     (GELU, SiLU, Mish, ELU, SELU, softplus and any callable).
@@ -37,6 +39,7 @@ class Activation:
     family: str = "smooth"
     torch_gain: tuple[str, float | None] | None = None
     params: tuple[tuple[str, float], ...] = ()
+    kinks: tuple[float, ...] = ()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
@@ -78,10 +81,10 @@ _NAMED: dict[str, Callable[[], Activation]] = {
     "celu": lambda: Activation("celu", F.celu, "smooth"),
     "softplus": lambda: Activation("softplus", F.softplus, "smooth"),
     "softsign": lambda: Activation("softsign", F.softsign, "tanh"),
-    "hardtanh": lambda: Activation("hardtanh", F.hardtanh, "tanh"),
-    "relu6": lambda: Activation("relu6", F.relu6, "relu"),
-    "hardswish": lambda: Activation("hardswish", F.hardswish, "smooth"),
-    "hardsigmoid": lambda: Activation("hardsigmoid", F.hardsigmoid, "sigmoid"),
+    "hardtanh": lambda: Activation("hardtanh", F.hardtanh, "tanh", kinks=(-1.0, 1.0)),
+    "relu6": lambda: Activation("relu6", F.relu6, "relu", kinks=(6.0,)),
+    "hardswish": lambda: Activation("hardswish", F.hardswish, "smooth", kinks=(-3.0, 3.0)),
+    "hardsigmoid": lambda: Activation("hardsigmoid", F.hardsigmoid, "sigmoid", kinks=(-3.0, 3.0)),
     "logsigmoid": lambda: Activation("logsigmoid", F.logsigmoid, "smooth"),
     "tanhshrink": lambda: Activation("tanhshrink", F.tanhshrink, "smooth"),
     "sin": lambda: Activation("sin", torch.sin, "smooth"),
@@ -132,6 +135,7 @@ _MODULE_TYPES: dict[type, Callable[[nn.Module], Activation]] = {
         "tanh",
         None,
         (("min_val", float(m.min_val)), ("max_val", float(m.max_val))),
+        (float(m.min_val), float(m.max_val)),
     ),
     nn.ReLU6: lambda m: _NAMED["relu6"](),
     nn.Hardswish: lambda m: _NAMED["hardswish"](),

@@ -592,7 +592,7 @@ def _keras_activation(layer: Any) -> Activation | None:
         act = Activation(name or type(fn).__name__, fn, "smooth")
     if act.family == "linear":
         return None
-    return Activation(act.name, fn, act.family, act.torch_gain, act.params)
+    return Activation(act.name, fn, act.family, act.torch_gain, act.params, act.kinks)
 
 
 # --------------------------------------------------------------------------------------------------

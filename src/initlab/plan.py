@@ -4,7 +4,7 @@
 >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
 >>> p = initlab.plan(model, preset="auto", example_input=torch.randn(4, 8))
 >>> [e.initializer.name for e in p.entries]
-['HeUniform', 'Zeros', 'GlorotUniform', 'Zeros']
+['Orthogonal', 'Zeros', 'GlorotUniform', 'Zeros']
 >>> _ = p.apply(seed=0)
 
 Guarantees of :meth:`Plan.apply`:

@@ -405,7 +405,7 @@ def preset_options(name: str) -> dict[str, PresetOption]:
     """The options preset ``name`` accepts, by name (empty for a preset without options).
 
     >>> sorted(preset_options("auto"))
-    ['orthogonal', 'saturating', 'sigma_b2', 'smooth']
+    ['dense', 'orthogonal', 'saturating', 'sigma_b2', 'smooth']
     """
     return {o.name: o for o in _get_preset(name).options}
 

@@ -18,10 +18,13 @@ Quadrature. Activations are arbitrary callables (resolved by :func:`initlab.acti
 a kink at 0 (ReLU family, ELU, ReLU6). Plain Gauss–Hermite converges slowly there — 101 nodes put a node
 at 0 and give E[ReLU'(z)²] 12 % wrong, and at q = 9 tanh's E[φ'²] is 1.5 % off (measured). So:
 
-* 1-D expectations use Gauss–Legendre panels against the Gaussian density on z ∈ [−10, 10]
-  (40 panels of width 0.5 × 8 nodes = 320 nodes, a panel edge at z = 0): against the adaptive
-  quadrature of :mod:`initlab.quadrature` the relative error is ≤ 6e-11 for tanh, GELU, ELU, ReLU at
-  q ≤ 9 (kinks at 0 sit on a panel edge) and ~2e-3 for a kink elsewhere (hardtanh's ±1 at q = 9).
+* 1-D expectations use Gauss–Legendre panels against the Gaussian density on z ∈ [−10, 10]: panels of
+  width 0.5 with the first split geometrically toward 0 (edges 0.5·2^-k, k ≤ 20), mirrored, 8 nodes each
+  (640 nodes), plus an edge at k/√q for every kink k of φ (``Activation.kinks``: ReLU6, hardtanh,
+  hardswish, hardsigmoid), so every kink of z ↦ φ(√q z) sits on a panel edge and features at x ≈ 0
+  stay resolved up to q ≈ 10⁸. Against the adaptive quadrature of :mod:`initlab.quadrature` and
+  25-digit mpmath the relative error is ≤ 2e-11 for tanh, GELU, ELU, ReLU, ReLU6, SiLU at q ∈ [1e-4, 1e6]; an
+  unknown callable with a kink elsewhere costs ~1e-4 (the critical search's error estimate shows it).
 * The 2-D correlation integral uses polar coordinates z = r(cos θ, sin θ): then u₁ = √q₁ r cos θ and
   u₂ = √q₂ r cos(θ − α) with c = cos α, so the kink lines u₁ = 0 and u₂ = 0 are the rays
   θ = ±π/2, α ± π/2, which become panel edges of the θ rule (4 arcs × 2 panels × 8 nodes); r uses
@@ -35,6 +38,7 @@ few vectorized bracketing rounds (or Newton for c*), so a call costs 0.1–8 ms 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +53,7 @@ from .quadrature import derivative
 __all__ = [
     "CriticalPoint",
     "DepthScales",
+    "NoCriticalPointError",
     "VarianceMap",
     "chi1",
     "correlation_fixed_point",
@@ -64,7 +69,8 @@ __all__ = [
 
 _Z_LIMIT = 10.0  # pdf(10) ≈ 7.7e-23: beyond it no activation of polynomial growth contributes
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
-_PANELS_1D = 20  # per side of 0: panels of width 0.5, 8 nodes each (320 nodes)
+_PANELS_1D = 20  # per side of 0: panels of width 0.5 on [0, 10]
+_GRADED = 20  # the first panel split geometrically toward 0: edges 0.5·2^-k, k = 1..20
 _PANELS_R = 10  # radial panels of width 1 on [0, 10], 8 nodes each
 _ARC_PANELS = 2  # panels per arc between kink rays, 8 nodes each (64 angles)
 
@@ -76,13 +82,47 @@ def _panels(lo: float, hi: float, panels: int, nodes: int) -> tuple[np.ndarray, 
     return ((a + b) / 2 + (b - a) / 2 * x).ravel(), ((b - a) / 2 * w).ravel()
 
 
-@lru_cache(maxsize=1)
-def _rule_1d() -> tuple[torch.Tensor, torch.Tensor]:
-    """Nodes z and weights w with Σ w·f(z) ≈ E[f(z)], z ~ N(0, 1) (40 panels a side, 8 nodes each)."""
-    zl, wl = _panels(-_Z_LIMIT, 0.0, _PANELS_1D, 8)
-    zr, wr = _panels(0.0, _Z_LIMIT, _PANELS_1D, 8)
-    z = np.concatenate([zl, zr])
-    w = np.concatenate([wl, wr]) * np.exp(-0.5 * z * z) / _SQRT_2PI
+def _edges_1d() -> np.ndarray:
+    """Panel edges on [0, 10]: 0, 0.5·2^-20, …, 0.25, 0.5, 1, …, 10. The geometric panels near 0 resolve
+    an activation's features at x ≈ 0 (a kink, GELU's bend) after scaling by √q: at q = 10⁸ they sit at
+    |z| ~ 10⁻⁴, which a panel of width 0.5 would smear."""
+    fine = 0.5 * 2.0 ** -np.arange(_GRADED, 0, -1, dtype=np.float64)
+    coarse = np.linspace(0.5, _Z_LIMIT, _PANELS_1D)
+    return np.concatenate([[0.0], fine, coarse])
+
+
+@lru_cache(maxsize=2)
+def _rule_1d(nodes: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes z and weights w with Σ w·f(z) ≈ E[f(z)], z ~ N(0, 1): Gauss–Legendre with ``nodes`` points
+    on each panel of :func:`_edges_1d` and its mirror image (a panel edge at z = 0)."""
+    x, wx = np.polynomial.legendre.leggauss(nodes)
+    edges = _edges_1d()
+    a, b = edges[:-1, None], edges[1:, None]
+    zr = ((a + b) / 2 + (b - a) / 2 * x).ravel()
+    wr = ((b - a) / 2 * wx).ravel()
+    z = np.concatenate([-zr[::-1], zr])
+    w = np.concatenate([wr[::-1], wr]) * np.exp(-0.5 * z * z) / _SQRT_2PI
+    return torch.from_numpy(z), torch.from_numpy(w)
+
+
+def _rule(q: np.ndarray, kinks: tuple[float, ...] = (), nodes: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """z and w of shape (len(q), N) with Σ_j w[i, j]·f(z[i, j]) ≈ E[f(z)], z ~ N(0, 1): the rule of
+    :func:`_rule_1d`, plus a panel edge at z = k/√q[i] for each kink k of φ, so that every kink of
+    z ↦ φ(√q z) sits on an edge (a kink inside a panel costs Gauss–Legendre its order: ~1e-4 relative)."""
+    if not kinks:
+        z, w = _rule_1d(nodes)
+        return z.expand(len(q), -1), w.expand(len(q), -1)
+    half = _edges_1d()
+    base = np.concatenate([-half[::-1], half[1:]])
+    with np.errstate(divide="ignore"):
+        extra = np.asarray(kinks, dtype=np.float64)[None, :] / np.sqrt(q)[:, None]
+    # A kink beyond ±10 (or at q = 0) becomes a zero-width panel at the end: weight 0.
+    extra = np.clip(extra, -_Z_LIMIT, _Z_LIMIT)
+    edges = np.sort(np.concatenate([np.broadcast_to(base, (len(q), base.size)), extra], axis=1), axis=1)
+    x, wx = np.polynomial.legendre.leggauss(nodes)
+    a, b = edges[:, :-1, None], edges[:, 1:, None]
+    z = ((a + b) / 2 + (b - a) / 2 * x).reshape(len(q), -1)
+    w = ((b - a) / 2 * wx).reshape(len(q), -1) * np.exp(-0.5 * z * z) / _SQRT_2PI
     return torch.from_numpy(z), torch.from_numpy(w)
 
 
@@ -172,35 +212,43 @@ def _finite(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _grid(q: np.ndarray) -> torch.Tensor:
-    z, _ = _rule_1d()
-    return torch.from_numpy(np.sqrt(q))[:, None] * z[None, :]
+def _points(q: np.ndarray, kinks: tuple[float, ...] = (), nodes: int = 8):
+    """(x, z, w), each (len(q), N): inputs x = √q·z of the rule for each variance q, and its weights."""
+    z, w = _rule(q, kinks, nodes)
+    return torch.from_numpy(np.sqrt(q))[:, None] * z, z, w
 
 
-def _expect(values: torch.Tensor) -> np.ndarray:
-    _, w = _rule_1d()
-    return _finite((values @ w).numpy())
+def _expect(values: torch.Tensor, w: torch.Tensor, strict: bool = True) -> np.ndarray:
+    out = (values * w).sum(dim=1).numpy()
+    return _finite(out) if strict else out
 
 
 def expectation(
     f: Callable[[torch.Tensor], torch.Tensor], q: float | np.ndarray
 ) -> float | np.ndarray:
-    """E[f(√q·z)], z ~ N(0, 1), for each variance ``q`` (vectorized; see the module docstring for the rule)."""
+    """E[f(√q·z)], z ~ N(0, 1), for each variance ``q`` (vectorized; see the module docstring for the rule).
+    ``f`` may be an :class:`~initlab.Activation`: its kinks then become panel edges."""
     qa, scalar = _q_array(q)
-    return _out(_expect(_call(f, _grid(qa))), scalar)
+    x, _, w = _points(qa, getattr(f, "kinks", ()))
+    return _out(_expect(_call(f, x), w), scalar)
 
 
-def _moments(act: Activation, q: np.ndarray, stein: bool = False) -> tuple[np.ndarray, ...]:
+def _moments(
+    act: Activation, q: np.ndarray, stein: bool = False, nodes: int = 8, strict: bool = True
+) -> tuple[np.ndarray, ...]:
     """(E[φ(√q z)²], E[φ'(√q z)²]) for each q, with one call of φ and one of φ' (autograd); with
-    ``stein=True`` also E[φ(√q z)²(z² − 1)] (= 2q·V'(q)/σ_w², from the same values)."""
-    x = _grid(q)
-    phi = _call(act.fn, x)
-    dphi = _call(derivative(act.fn), x)
-    p2 = phi * phi
-    if stein:
-        z, _ = _rule_1d()
-        return _expect(p2), _expect(dphi * dphi), _expect(p2 * (z * z - 1))
-    return _expect(p2), _expect(dphi * dphi)
+    ``stein=True`` also E[φ(√q z)²(z² − 1)] (= 2q·V'(q)/σ_w², from the same values). ``nodes`` per
+    panel: 8 is the rule everywhere; 16 gives the second order that error estimates compare against.
+    ``strict=False`` returns inf/nan where float64 overflows instead of raising."""
+    x, z, w = _points(q, act.kinks, nodes)
+    with np.errstate(all="ignore"):
+        phi = _call(act.fn, x)
+        dphi = _call(derivative(act.fn), x)
+        p2 = phi * phi
+        out = [_expect(p2, w, strict), _expect(dphi * dphi, w, strict)]
+        if stein:
+            out.append(_expect(p2 * (z * z - 1), w, strict))
+    return tuple(out)
 
 
 def _refine_root(
@@ -242,19 +290,18 @@ class VarianceMap:
 
     def __call__(self, q: float | np.ndarray) -> float | np.ndarray:
         qa, scalar = _q_array(q)
-        x = _grid(qa)
+        x, _, w = _points(qa, self.act.kinks)
         phi = _call(self.act.fn, x)
-        return _out(self.sigma_w2 * _expect(phi * phi) + self.sigma_b2, scalar)
+        return _out(self.sigma_w2 * _expect(phi * phi, w) + self.sigma_b2, scalar)
 
     def slope(self, q: float | np.ndarray) -> float | np.ndarray:
         """V'(q) = σ_w²·E[φ(√q z)²(z² − 1)]/(2q) (Stein's lemma; needs no φ''), and σ_w²·φ'(0)² at q = 0."""
         qa, scalar = _q_array(q)
-        z, _ = _rule_1d()
-        x = _grid(qa)
+        x, z, w = _points(qa, self.act.kinks)
         phi2 = _call(self.act.fn, x) ** 2
         out = np.empty_like(qa)
         pos = qa > 0
-        out[pos] = self.sigma_w2 * _expect(phi2[pos] * (z * z - 1)) / (2 * qa[pos])
+        out[pos] = self.sigma_w2 * _expect(phi2[pos] * (z[pos] * z[pos] - 1), w[pos]) / (2 * qa[pos])
         if (~pos).any():
             d0 = float(_call(derivative(self.act.fn), torch.zeros(1, dtype=torch.float64))[0])
             out[~pos] = self.sigma_w2 * d0 * d0
@@ -536,13 +583,13 @@ def predict_std(
         raise ValueError(f"depth: expected an int >= 1 (number of layers), got {depth!r}.")
     vmap = VarianceMap(_act(act), _nonneg("sigma_w2", sigma_w2), _nonneg("sigma_b2", sigma_b2))
     q = vmap.sigma_w2 * _nonneg("q0", q0) + vmap.sigma_b2
-    z, w = _rule_1d()
     out = np.empty(int(depth))
     for layer in range(int(depth)):
         out[layer] = q
         if layer + 1 < depth and math.isfinite(q):
-            phi = _call(vmap.act.fn, math.sqrt(q) * z)
-            q = vmap.sigma_w2 * float(phi * phi @ w) + vmap.sigma_b2  # V(q), one small call per layer
+            x, _, w = _points(np.array([q]), vmap.act.kinks)
+            phi = _call(vmap.act.fn, x)
+            q = vmap.sigma_w2 * float((phi * phi * w).sum()) + vmap.sigma_b2  # V(q); may overflow to inf
     if np.isnan(out).any():
         raise ValueError(f"act: {vmap.act.label} returned non-finite values; cannot predict the std.")
     with np.errstate(over="ignore"):
@@ -550,8 +597,33 @@ def predict_std(
 
 
 # -- critical initialization ----------------------------------------------------------------------
+#
+# Along the curve of fixed points, q* = σ_b² + t for t > 0, a fixed point needs σ_w²(t) = t/E[φ(√q* z)²],
+# and there χ₁(t) = σ_w²(t)·E[φ'(√q* z)²]. The edge of chaos is where χ₁(t) = 1 *and* q* attracts. Two
+# limits of that curve reach χ₁ = 1 without a crossing, and the search treats them analytically rather
+# than trusting quadrature noise near them:
+#   t → 0 at σ_b² = 0 with φ(0) = 0, φ'(0) ≠ 0:  σ_w² → 1/φ'(0)² and χ₁ → 1 (q* = 0, a point that
+#         attracts for tanh, whose V(q) < q near 0, and repels for GELU/SiLU/Mish, whose V(q) > q);
+#   t → ∞ for ReLU-like φ (φ(x)/x → a₊, a₋ as x → ±∞):  χ₁ → σ_w²·E[φ'(∞·z)²] = σ_w²(a₊² + a₋²)/2
+#         with σ_w² → 2/(a₊² + a₋²), i.e. χ₁ → 1 from one side: never a crossing.
+# GELU, SiLU and Mish at σ_b² = 0 have χ₁(t) > 1 at every t (χ₁ − 1 ≈ (φ''(0)/2φ'(0))²·t near 0 and
+# ~ c/√t at large t; ≥ 1e-4 on the whole grid) and so no edge of chaos: only the repelling limit t → 0.
 
-_CRIT_GRID = np.logspace(-10, 6, 81)
+_CRIT_T = np.logspace(-10, 8, 91)  # t = q* − σ_b², in units of max(σ_b², 1): 5 points a decade
+_CHI_ROUNDING = 1e-12  # relative rounding of χ₁ from ~1,300 positive float64 terms, with margin
+_RETURN_STEPS = 50  # Steffensen steps allowed to read the limit of the iterates
+
+
+class NoCriticalPointError(ValueError):
+    """Raised by :func:`critical` and :func:`critical_point` when there is no usable edge of chaos.
+
+    ``reason`` is ``"none"`` when χ₁ at the fixed point never equals 1 beyond its numerical error, or
+    ``"unstable"`` when it does only at fixed points that repel (layers move away from them).
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -561,12 +633,19 @@ class CriticalPoint:
     of attraction: inputs whose mean square exceeds it make the variance grow without bound instead
     (finite for GELU/SiLU-like φ, which grow like ReLU with σ_w² > 2; ``inf`` for tanh), and ``q_min``,
     its lower edge (an unstable fixed point below q*, above which layers still settle at q*; 0 when none).
-    GELU, SiLU and Mish can have several fixed points: check :meth:`attracts` for your inputs."""
+    GELU, SiLU and Mish can have several fixed points: check :meth:`attracts` for your inputs.
+
+    ``chi1_error`` bounds the numerical error of χ₁ at the point (the 8- and 16-node quadratures'
+    difference plus float64 rounding); ``regime`` says how the point was found: ``"crossing"`` (χ₁ − 1
+    changes sign there by more than its error), ``"q_to_0"`` (the limit q* → 0 at σ_b² = 0, σ_w² =
+    1/φ'(0)², tanh's edge of chaos) or ``"every_q"`` (χ₁ ≡ 1: ReLU-like or linear φ at σ_b² = 0)."""
 
     sigma_w2: float
     q_star: float
     q_max: float
     q_min: float = 0.0
+    chi1_error: float = 0.0
+    regime: str = "crossing"
 
     def attracts(self, q0: float) -> bool:
         """Do layers fed inputs of mean square ``q0`` (first pre-activation σ_w²·q0 + σ_b²) settle at q*?"""
@@ -586,17 +665,22 @@ def critical(act: ActivationLike, sigma_b2: float = 0.05) -> float:
 
 
 def critical_point(act: ActivationLike, sigma_b2: float = 0.05) -> CriticalPoint:
-    """σ_w² on the edge of chaos: χ₁ = σ_w²·E[φ'(√q* z)²] = 1 at the fixed point q* of the length map.
+    """σ_w² on the edge of chaos: χ₁ = σ_w²·E[φ'(√q* z)²] = 1 at an attracting fixed point q* of the
+    length map (Poole et al. 2016; Schoenholz et al. 2017, Fig. 1: tanh at σ_b² = 0.05 gives σ_w² ≈ 1.76).
 
-    Parametrize by q*: a fixed point needs σ_w²(q) = (q − σ_b²)/E[φ(√q z)²], and then
-    χ₁(q) = (q − σ_b²)·E[φ'(√q z)²]/E[φ(√q z)²]. Both are one vectorized pass over a log grid of q
-    (q > σ_b²); the first crossing χ₁(q) = 1 at an attracting fixed point (V'(q) < 1) is refined.
-    When χ₁(q) → 1 as q → σ_b² (σ_b² = 0, odd φ such as tanh: the critical point has q* = 0) or
-    χ₁ ≡ 1 (ReLU, σ_b² = 0), the limit value is returned. Schoenholz et al. 2017 (Fig. 1): tanh at
-    σ_b² = 0.05 gives σ_w² ≈ 1.76. The basin [q_min, q_max] of q* is computed too.
+    Parametrized by q* = σ_b² + t: a fixed point needs σ_w²(t) = t/E[φ(√q* z)²], and then
+    χ₁(t) = t·E[φ'²]/E[φ²]. χ₁ − 1 is scanned on a log grid of t with two quadrature orders (8 and 16
+    Gauss–Legendre nodes per panel); their difference plus float64 rounding is its error, and a
+    crossing counts only where χ₁ − 1 changes sign by more than that error. Each crossing is refined
+    by bracketing, and a point is returned only after iterating the variance map from q*·(1 ± 1 %)
+    and seeing both iterates come back to q* (an attracting fixed point). The limits that reach χ₁ = 1
+    without a crossing are handled analytically (see the comment above this function's code): tanh at
+    σ_b² = 0 gives σ_w² = 1/φ'(0)² = 1 with q* = 0; ReLU-like φ at σ_b² = 0 give σ_w² = 2/(a₊² + a₋²)
+    at every q. The basin [q_min, q_max] of q* is computed too.
 
-    Raises ``ValueError`` when χ₁ never reaches 1 at a finite q* (e.g. ReLU or linear with σ_b² > 0,
-    whose edge of chaos σ_w² = 2 (1) is only approached as q* → ∞), or only at repelling fixed points.
+    Raises :class:`NoCriticalPointError` (a ``ValueError``) when χ₁ never reaches 1 at a finite q*
+    (e.g. ReLU or linear with σ_b² > 0, whose edge of chaos σ_w² = 2 (1) is only approached as
+    q* → ∞), or only at repelling fixed points (GELU, SiLU, Mish at σ_b² = 0: q* → 0 repels).
 
     >>> p = critical_point("tanh", 0.05)
     >>> round(p.sigma_w2, 2), round(p.q_star, 3), p.q_max
@@ -605,65 +689,187 @@ def critical_point(act: ActivationLike, sigma_b2: float = 0.05) -> CriticalPoint
     return _critical(act, sigma_b2, basin=True)
 
 
+def _slopes_at_infinity(a: Activation) -> tuple[float, float] | None:
+    """(a₊, a₋) with φ(x)/x → a± as x → ±∞, or None when φ is not asymptotically linear (bounded like
+    tanh: both → 0; or oscillating, or overflowing). Read at |x| = 10⁷ and 10⁸ and required to agree."""
+    x = torch.tensor([1e7, 1e8, -1e7, -1e8], dtype=torch.float64)
+    with np.errstate(all="ignore"):
+        r = (_call(a.fn, x) / x).numpy()
+    if not np.all(np.isfinite(r)) or abs(r[0] - r[1]) > 1e-6 or abs(r[2] - r[3]) > 1e-6:
+        return None
+    ap, am = float(r[1]), float(r[3])
+    return (ap, am) if ap * ap + am * am > 1e-6 else None
+
+
+class _Curve:
+    """χ₁ − 1 along the curve of fixed points q* = σ_b² + t, with its numerical error."""
+
+    def __init__(self, a: Activation, sb: float) -> None:
+        self.a, self.sb, self.unit = a, sb, max(sb, 1.0)
+
+    def chi(self, t: np.ndarray, nodes: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(σ_w², χ₁, V'(q*)) at each t with ``nodes`` Gauss–Legendre points per panel."""
+        q = self.sb + t
+        # Where φ² overflows float64 (exp at large q) the point is dropped, not the search.
+        p2, d2, st = _moments(self.a, q, stein=True, nodes=nodes, strict=False)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sw = t / p2
+            return sw, sw * d2, sw * st / (2 * q)
+
+    def at(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(σ_w², χ₁, error of χ₁, V'(q*)) at each t, from the 16-node rule; the error is its distance
+        to the 8-node rule plus rounding."""
+        _, chi8, _ = self.chi(t, 8)
+        sw, chi, v_slope = self.chi(t, 16)
+        with np.errstate(invalid="ignore"):
+            err = np.abs(chi - chi8) + _CHI_ROUNDING * np.abs(chi)
+        return sw, chi, err, v_slope
+
+    def refine(self, lo: float, hi: float, s_lo: float, err: float) -> float:
+        """The crossing of χ₁ = 1 in t ∈ [lo, hi] (resolved signs s_lo at lo, −s_lo at hi; ``err`` the
+        error of χ₁ there), by rounds of 33 points in log t; stops where the points between the two
+        signs are within the error (the rule cannot place the root more finely), else with a secant step."""
+        a, b = math.log(lo), math.log(hi)
+        fa = fb = 0.0
+        for _ in range(4):
+            xs = np.linspace(a, b, 33)
+            f = self.chi(np.exp(xs))[1] - 1.0
+            resolved = np.isfinite(f) & (np.abs(f) > err)
+            resolved[0] = resolved[-1] = True  # the bracket's ends are resolved by construction
+            f[0] = abs(f[0]) * s_lo if fa == 0.0 else fa
+            f[-1] = -abs(f[-1]) * s_lo if fb == 0.0 else fb
+            opposite = np.nonzero(resolved & (np.sign(f) == -s_lo))[0]
+            j = int(opposite[0])
+            same = np.nonzero(resolved[:j] & (np.sign(f[:j]) == s_lo))[0]
+            i = int(same[-1])
+            a, b, fa, fb = float(xs[i]), float(xs[j]), float(f[i]), float(f[j])
+            if j - i > 1:
+                return math.exp(0.5 * (a + b))
+        return math.exp(a + (b - a) * fa / (fa - fb))
+
+
+def _returns(vmap: VarianceMap, q_star: float) -> bool:
+    """Iterate V from q*·(1 ± 1 %): True when both iterates come back to q* (within 1e-6 relative).
+
+    30 plain steps must bring both strictly closer (or to within rounding); then Steffensen's method
+    (Aitken's Δ² on the iteration, quadratically convergent) from where they are reads the limit they
+    converge to, instead of waiting out a rate V'(q*) close to 1 (0.999 for ReLU6 at σ_b² = 1e-4)."""
+    q = np.array([q_star * 0.99, q_star * 1.01])
+    dist = np.abs(q - q_star)
+    for _ in range(30):
+        q = np.asarray(vmap(q), dtype=np.float64)
+        new = np.abs(q - q_star)
+        if not np.all(np.isfinite(q)) or not np.all((new < dist) | (new <= 1e-12 * q_star)):
+            return False
+        dist = new
+    for _ in range(_RETURN_STEPS):
+        q1 = np.asarray(vmap(q), dtype=np.float64)
+        q2 = np.asarray(vmap(q1), dtype=np.float64)
+        curv = q2 - 2 * q1 + q
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nxt = np.where(np.abs(curv) > 0, q - (q1 - q) ** 2 / curv, q2)
+        if not np.all(np.isfinite(nxt)) or np.any(np.abs(nxt - q_star) > 0.5 * q_star):
+            return False
+        done = np.all(np.abs(nxt - q) <= 1e-13 * q_star)
+        q = nxt
+        if done:
+            break
+    return bool(np.all(np.abs(q - q_star) <= 1e-6 * q_star))
+
+
+def _decays_to_zero(vmap: VarianceMap) -> bool:
+    """Iterate V from q0 = 10⁻³ and 0.1: True when the variance never grows beyond rounding (q* = 0
+    attracts, or is neutral where φ is exactly linear near 0, as for hardtanh and ReLU6)."""
+    q = np.array([1e-3, 0.1])
+    for _ in range(60):
+        nxt = np.asarray(vmap(q), dtype=np.float64)
+        if not np.all((nxt >= 0.0) & (nxt <= q * (1 + 1e-12))):
+            return False
+        q = nxt
+    return True
+
+
 def _critical(act: ActivationLike, sigma_b2: float, basin: bool) -> CriticalPoint:
     a = _act(act)
     sb = _nonneg("sigma_b2", sigma_b2)
+    curve = _Curve(a, sb)
 
-    def with_basin(sw: float, q_star: float) -> CriticalPoint:
-        return _with_basin(a, sw, sb, q_star) if basin else CriticalPoint(sw, q_star, math.nan, math.nan)
+    def found(sw: float, q_star: float, err: float, regime: str) -> CriticalPoint:
+        if regime == "every_q":
+            return CriticalPoint(sw, math.nan, math.inf, 0.0, err, regime)
+        if basin:
+            p = _with_basin(a, sw, sb, q_star)
+            return CriticalPoint(p.sigma_w2, p.q_star, p.q_max, p.q_min, err, regime)
+        return CriticalPoint(sw, q_star, math.nan, math.nan, err, regime)
 
-    def sw_chi(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p2, d2 = _moments(a, q)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sw = (q - sb) / p2
-            return sw, sw * d2
+    t = _CRIT_T * curve.unit
+    sw, chi, err, v_slope = curve.at(t)
+    f = chi - 1.0
+    ok = np.isfinite(sw) & np.isfinite(chi) & np.isfinite(err) & (sw > 0)
+    resolved = ok & (np.abs(f) > err)
+    unstable: list[str] = []
 
-    q = sb + _CRIT_GRID * max(sb, 1.0)
-    p2, d2, st = _moments(a, q, stein=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sw = (q - sb) / p2
-        chi = sw * d2
-        v_slope = sw * st / (2 * q)  # V'(q) on the grid: whether each fixed point attracts
-    ok = np.isfinite(sw) & np.isfinite(chi) & (sw > 0)
-    diff = np.where(ok, chi - 1.0, np.nan)
-    first = int(np.argmax(ok)) if ok.any() else -1
-    if first >= 0 and abs(diff[first]) <= 1e-6:
-        if np.allclose(sw[ok], sw[first], rtol=1e-9):  # χ₁ ≡ 1: every q is critical (ReLU, σ_b² = 0)
-            return CriticalPoint(float(round(sw[first], 9)), math.nan, math.inf)
-        limit = _with_basin(a, float(sw[first]), sb, 0.0)  # the limit q* → σ_b² = 0 (tanh, σ_b² = 0)
-        if limit.q_max > 1e-6:
-            return limit if basin else CriticalPoint(limit.sigma_w2, 0.0, math.nan, math.nan)
-        # q = 0 repels (GELU, SiLU: V(q) > q just above 0): not a usable critical point; look further.
-    signs = np.sign(diff)
-    cross = np.nonzero(ok[:-1] & ok[1:] & (signs[:-1] * signs[1:] <= 0))[0]
-    if cross.size == 0:
-        lo_chi, hi_chi = np.nanmin(chi[ok]) if ok.any() else math.nan, np.nanmax(chi[ok]) if ok.any() else math.nan
-        raise ValueError(
-            f"act: {a.label} has no critical point at sigma_b2={sb:g}: χ₁ at the fixed point stays in "
-            f"[{lo_chi:.4g}, {hi_chi:.4g}] for every finite q* in [{q[0]:.3g}, {q[-1]:.3g}], never 1. "
-            + (
-                "For ReLU-like and linear activations the edge of chaos needs sigma_b2=0 "
-                "(σ_w² = 2/(1+slope²) resp. 1)."
-                if a.family in ("relu", "linear")
-                else "Try another sigma_b2."
-            )
-        )
-    unstable = []
-    for i, k in enumerate(cross):
-        if i + 1 < len(cross) and min(v_slope[k], v_slope[k + 1]) > 1.0 + 1e-6:
-            unstable.append((float(sw[k]), float(q[k]), float(v_slope[k])))
+    if sb == 0.0 and ok.any() and not resolved.any():
+        # χ₁ ≡ 1 within its error: φ is positively homogeneous (ReLU, leaky ReLU, linear) and every q is
+        # a fixed point of V at σ_w² = 1/E[φ(z)²] = 2/(a₊² + a₋²), exact from φ(±1) when φ(2x) = 2φ(x).
+        x = torch.tensor([1.0, -1.0, 2.0, -2.0], dtype=torch.float64)
+        y = _call(a.fn, x)
+        if torch.equal(y[2:], 2 * y[:2]):
+            exact = 2.0 / float(y[0] ** 2 + y[1] ** 2)
+            return found(exact, math.nan, float(np.max(err[ok])), "every_q")
+        return found(float(np.median(sw[ok])), math.nan, float(np.max(err[ok])), "every_q")
+
+    if sb == 0.0:
+        # The limit q* → 0: with φ(0) = 0 and one-sided slopes d₊, d₋ at 0 (equal where φ is smooth),
+        # E[φ(√q z)²] ≈ q(d₊² + d₋²)/2 and E[φ'²] → (d₊² + d₋²)/2, so χ₁ → 1 at σ_w² = 2/(d₊² + d₋²).
+        x0 = torch.tensor([0.0, 1e-150, -1e-150], dtype=torch.float64)
+        phi0 = float(_call(a.fn, x0[:1])[0])
+        d = _call(derivative(a.fn), x0[1:])
+        slopes2 = float(d[0] ** 2 + d[1] ** 2)
+        if phi0 == 0.0 and slopes2 > 0 and math.isfinite(slopes2):
+            sw0 = 2.0 / slopes2
+            if _decays_to_zero(VarianceMap(a, sw0, 0.0)):
+                return found(sw0, 0.0, float(err[0]), "q_to_0")
+            unstable.append(f"q* → 0 with σ_w² = 2/(φ'(0₊)² + φ'(0₋)²) = {sw0:.6g} (V(q) > q just above 0)")
+
+    s = np.sign(f)
+    idx = np.nonzero(resolved)[0]
+    crossings = [(int(i), int(j)) for i, j in itertools.pairwise(idx) if s[i] != s[j]]
+    for i, j in crossings:
+        if j == i + 1 and min(v_slope[i], v_slope[j]) > 1.0 + 1e-6:
+            unstable.append(f"q* ≈ {sb + t[i]:.4g}, σ_w² ≈ {sw[i]:.6g} (V'(q*) ≈ {v_slope[i]:.3g})")
             continue  # plainly repelling at both ends of the bracket: no need to refine it
-        q_crit = math.exp(_refine_root(lambda t: sw_chi(np.exp(t))[1] - 1.0, math.log(q[k]), math.log(q[k + 1])))
-        sw_crit = float(sw_chi(np.array([q_crit]))[0][0])
-        slope = float(VarianceMap(a, sw_crit, sb).slope(q_crit))
-        if slope < 1.0:  # an attracting fixed point: layers actually settle there
-            return with_basin(sw_crit, q_crit)
-        unstable.append((sw_crit, q_crit, slope))
-    sw_u, q_u, slope_u = unstable[0]
-    raise ValueError(
-        f"act: {a.label} at sigma_b2={sb:g} reaches χ₁ = 1 only at an unstable fixed point "
-        f"(σ_w² = {sw_u:.4g}, q* = {q_u:.4g}, V'(q*) = {slope_u:.3g} >= 1): layers move away from it, so "
-        "there is no usable edge of chaos here. Try another sigma_b2."
+        t_c = curve.refine(float(t[i]), float(t[j]), float(s[i]), float(max(err[i], err[j])))
+        sw_c, _, err_c, slope_c = (float(v[0]) for v in curve.at(np.array([t_c])))
+        q_c = sb + t_c
+        if slope_c < 1.0 and _returns(VarianceMap(a, sw_c, sb), q_c):
+            return found(sw_c, q_c, err_c, "crossing")
+        unstable.append(f"q* = {q_c:.4g}, σ_w² = {sw_c:.6g} (V'(q*) = {slope_c:.3g})")
+
+    asymptote = _slopes_at_infinity(a)
+    tail = ""
+    if asymptote is not None:
+        ap, am = asymptote
+        tail = (f" As q* → ∞, χ₁ → 1 without crossing it (φ grows like ReLU with slopes {ap:g}, {am:g}: "
+                f"σ_w² → {2.0 / (ap * ap + am * am):.6g}).")
+    if unstable:
+        raise NoCriticalPointError(
+            f"act: {a.label} at sigma_b2={sb:g} reaches χ₁ = 1 only at an unstable fixed point: "
+            + "; ".join(unstable) + ". Layers move away from it, so there is no usable edge of chaos here."
+            + tail + " Try another sigma_b2.",
+            "unstable",
+        )
+    if ok.any():
+        lo_f, hi_f = float(np.min(f[ok])), float(np.max(f[ok]))
+        rng = f"χ₁ − 1 stays in [{lo_f:.3g}, {hi_f:.3g}] (error ≤ {float(np.max(err[ok])):.2g})"
+    else:
+        rng = "χ₁ is not finite"
+    hint = ("For ReLU-like and linear activations the edge of chaos needs sigma_b2=0 (σ_w² = 2/(1+slope²) "
+            "resp. 1)." if a.family in ("relu", "linear") else "Try another sigma_b2.")
+    raise NoCriticalPointError(
+        f"act: {a.label} has no critical point at sigma_b2={sb:g}: {rng} for every finite q* in "
+        f"[{sb + t[0]:.3g}, {sb + t[-1]:.3g}], never crossing 0.{tail} {hint}",
+        "none",
     )
 
 
@@ -675,7 +881,8 @@ def _with_basin(a: Activation, sw: float, sb: float, q_star: float) -> CriticalP
     below = _Q_GRID[(q_star * (1 - 1e-6) > _Q_GRID) & (_Q_GRID > 0)]
     if below.size:
         gb = np.asarray(vmap(below)) - below
-        down = np.nonzero(gb < 0)[0]
+        # |V(q) − q| within rounding is no sign: φ exactly linear near 0 (hardtanh) makes V(q) = q there.
+        down = np.nonzero(gb < -1e-12 * below)[0]
         if down.size:
             k = int(down[-1])
             hi = float(below[k + 1]) if k + 1 < below.size else q_star * (1 - 1e-6)
@@ -683,7 +890,7 @@ def _with_basin(a: Activation, sw: float, sb: float, q_star: float) -> CriticalP
                                           math.log(below[k]), math.log(hi)))
     grid = _Q_GRID[q_star * (1 + 1e-6) + 1e-12 < _Q_GRID]
     g = np.asarray(vmap(grid)) - grid
-    up = np.nonzero(g > 0)[0]
+    up = np.nonzero(g > 1e-12 * grid)[0]
     if up.size == 0:
         return CriticalPoint(sw, q_star, math.inf, q_min)
     k = int(up[0])
