@@ -17,7 +17,7 @@ intra-op thread count in ``--threads``. The machine's speed drifts between round
 this was written on, a plain pass takes anywhere from 45 to 110 ms at two threads), so the headline
 ratio is the *paired* one: the median over rounds of inspect_i / plain_i, each pair timed back to back
 in the same round. The ratio of the fastest runs (min/min) is shown next to it, and so is inspect with
-its compiled single-pass statistics (:mod:`initlab.fused`, numba) turned off — torch ops only. Page faults are
+its compiled single-pass statistics (:mod:`initlab.inspect.fused`, numba) turned off — torch ops only. Page faults are
 counted per run (``ru_minflt``): whether glibc hands a pass recycled memory or fresh pages (~6 400
 faults, tens of ms of kernel time for this MLP) changes from run to run for plain and inspect alike,
 and is the largest source of spread. ``recommend=False``: the plan of a finding is not part of the
@@ -40,7 +40,7 @@ from rich.table import Table
 from torch import nn
 
 import initlab
-from initlab import fused
+from initlab.inspect import fused
 from initlab.inspect import flush_denormal_state
 
 
@@ -96,7 +96,7 @@ def timed(fn: Callable[[], object]) -> tuple[float, int]:
 
 
 def inspect_torch_ops(model: nn.Module, x: torch.Tensor) -> None:
-    """inspect with its compiled single-pass statistics (initlab.fused) turned off: torch ops only."""
+    """inspect with its compiled single-pass statistics (initlab.inspect.fused) turned off: torch ops only."""
     with fused.disabled():
         initlab.inspect(model, x, recommend=False)
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from initlab.data import load_dataset
+from initlab.experiments.data import load_dataset
 from initlab.experiments import flush_denormal
 from initlab.initializers import GlorotUniform, RandomUniform, Zeros
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from initlab.data import load_dataset
+from initlab.experiments.data import load_dataset
 from initlab.experiments import Cell, flush_denormal, run_cell
 from initlab.initializers import VarianceScaling, Zeros
 

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from initlab.data import load_dataset
+from initlab.experiments.data import load_dataset
 from initlab.experiments import flush_denormal
 from initlab.initializers import Orthogonal, RandomNormal
 

@@ -5,7 +5,7 @@ Run: .venv/bin/python examples/tutorial_node.py
 
 from rich.console import Console
 
-from initlab.tutorial import tutorial_node, tutorial_table
+from initlab.experiments.tutorial import tutorial_node, tutorial_table
 
 if __name__ == "__main__":
     Console().print(tutorial_table(tutorial_node(n_inputs=250, draws=100_000, seed=0)))

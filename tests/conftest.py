@@ -40,7 +40,7 @@ def stats_path(request):
     """Run a test with inspect's compiled single-pass statistics (initlab.fused, numba) and again with
     its torch-op path: both must give the same numbers. The fused run fails, rather than silently
     testing the torch path twice, when numba is missing (`make test` installs it)."""
-    from initlab import fused
+    from initlab.inspect import fused
 
     if request.param == "fused":
         assert fused.available(), "numba is not installed: pip install -e '.[dev]'"

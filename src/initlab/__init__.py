@@ -3,30 +3,34 @@
 The catalogue (Keras 3 names and semantics, torch/JAX extras), fans for every layout, a gain for
 any activation, and ``describe()``; whole-model plans, inspection, theory, LSUV and experiments build
 on them.
+
+The package is layered — ``initializers`` (the catalogue), ``theory``, ``plan``, ``inspect``,
+``experiments``, then ``cli`` — and each layer imports only from itself and the layers before it
+(ARCHITECTURE.md). ``initlab.plan`` and ``initlab.inspect`` here are the functions; their packages'
+modules are imported by full path (``from initlab.plan.presets import register_preset``).
 """
 
 from . import theory
-from .activations import Activation, activation, known_activations
-from .critical import Critical
-from .data import Dataset, load_dataset
-from .demo import run_demo
-from .describe import Description, describe
-from .experiments import Grid, compare, init_model, make_mlp, train
-from .fans import LAYOUTS, Fans, fans
-from .findings import Finding
-from .fix import FixResult, fix
-from .gain import gain
+from ._version import __version__ as __version__
+from .experiments.data import Dataset, load_dataset
+from .experiments.demo import run_demo
+from .experiments.training import Grid, compare, init_model, make_mlp, train
+from .experiments.tutorial import TutorialRow, tutorial_node, tutorial_table
 from .initializers import *  # noqa: F403
 from .initializers import __all__ as _init_all
-from .inspect import inspect
-from .lsuv import LSUVResult, lsuv
+from .initializers.activations import Activation, activation, known_activations
+from .initializers.describe import Description, describe
+from .initializers.fans import LAYOUTS, Fans, fans
+from .initializers.gain import gain
+from .inspect.findings import Finding
+from .inspect.fix import FixResult, fix
+from .inspect.report import Report, plot
+from .inspect.run import inspect
 from .plan import Plan, PlanEntry, plan
-from .presets import register_preset
-from .report import Report, plot
-from .residual import find_residual_branches, residual_init
-from .tutorial import TutorialRow, tutorial_node, tutorial_table
-
-__version__ = "0.1.0"
+from .plan.presets import register_preset
+from .theory.critical_init import Critical
+from .theory.lsuv import LSUVResult, lsuv
+from .theory.residual import find_residual_branches, residual_init
 
 __all__ = [
     # catalogue: fans, gains, describe (plus every initializer class and get/serialize below)

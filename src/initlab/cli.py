@@ -158,7 +158,7 @@ def describe_command(
 
     Example: initlab describe glorot_uniform --shape 250,16 --layout keras
     """
-    from .describe import describe
+    from .initializers.describe import describe
 
     d = describe(name, tuple(_ints("shape", shape, minimum=0)), layout, groups=groups)
     if as_json:
@@ -191,7 +191,7 @@ def gain_command(
 
     Example: initlab gain tanh
     """
-    from .gain import gain
+    from .initializers.gain import gain
 
     out: dict[str, Any] = {"activation": act, "param": param}
     for mode in ("forward", "backward"):
@@ -267,7 +267,7 @@ def inspect_command(
     """
     import torch
 
-    from .inspect import inspect
+    from .inspect.run import inspect
 
     shape = _ints("input-shape", input_shape, minimum=1)
     fn = load_factory(factory)
@@ -279,7 +279,7 @@ def inspect_command(
         raise CliError(f"factory: {factory} returned {type(model).__name__}, not a torch.nn.Module.")
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
     if preset is not None:
-        from .plan import plan
+        from .plan.build import plan
 
         plan(model, preset=preset, example_input=x).apply(seed=seed)
     try:
@@ -329,7 +329,7 @@ def compare_command(
 
     Example: initlab compare --inits default,glorot_uniform,he_normal --depths 10,30 --seeds 0,1,2
     """
-    from .experiments import Grid, compare
+    from .experiments.training import Grid, compare
 
     grid = Grid(
         inits=tuple(_names(inits)), depths=tuple(_ints("depths", depths)),
@@ -377,7 +377,7 @@ def demo_command(
 
     Example: initlab demo --out initlab-out
     """
-    from .demo import run_demo
+    from .experiments.demo import run_demo
 
     result = run_demo(out, quick=quick, progress=progress and not as_json)
     if as_json:

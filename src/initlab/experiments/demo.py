@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from .data import Dataset, load_dataset
-from .experiments import Cell, flush_denormal, init_model, make_mlp, run_cell, threads
 from .render import HtmlReport, colour, plot_learning_curves, progress_bar
+from .training import Cell, flush_denormal, init_model, make_mlp, run_cell, threads
 from .tutorial import TutorialRow, tutorial_node
 
 __all__ = ["DemoConfig", "DemoResult", "NetSpec", "run_demo"]
@@ -182,8 +182,8 @@ def _propagation(
     loss; the signal propagation plot (``initlab.plot``) per net and one saturation figure."""
     from torch.nn import functional as F
 
-    from .inspect import inspect
-    from .report import plot
+    from ..inspect.report import plot
+    from ..inspect.run import inspect
 
     x, y = data.x_test[: cfg.probe], data.y_test[: cfg.probe]
     numbers: dict[str, dict[str, dict[str, Any]]] = {}

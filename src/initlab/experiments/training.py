@@ -46,8 +46,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..initializers import Orthogonal, RandomNormal, RandomUniform, Zeros, get
 from .data import Dataset, load_dataset
-from .initializers import Orthogonal, RandomNormal, RandomUniform, Zeros, get
 
 __all__ = [
     "ACTIVATIONS",
@@ -166,20 +166,20 @@ def init_model(
             m.reset_parameters()
         return model
     if init == "auto":
-        from .plan import plan
+        from ..plan.build import plan
 
         plan(model, preset="auto", example_input=x).apply(seed=seed)
         return model
     if init == "lsuv":
-        from .lsuv import lsuv
+        from ..theory.lsuv import lsuv
 
         # Orthonormal pre-init, zero biases, then unit output std layer by layer (tol 0.05, ≤ 10
         # iterations per layer: experiments.md §3.5).
         lsuv(model, x, tol=0.05, max_iter=10, seed=seed)
         return model
     if init == "critical":
-        from .activations import activation
-        from .critical import Critical
+        from ..initializers.activations import activation
+        from ..theory.critical_init import Critical
 
         # σ_b² = 0.05 as in Schoenholz et al. (2017) (σ_w² = 1.76 for tanh); ReLU-like and linear
         # activations have an edge of chaos only at σ_b² = 0 (σ_w² = 2 resp. 1).
@@ -214,7 +214,7 @@ def init_model(
 def flush_denormal() -> Iterator[bool]:
     """Flush float32 subnormals to zero inside the block (``torch.set_flush_denormal(True)``), then
     restore the previous setting; yields whether the CPU supports flushing."""
-    from .inspect import flush_denormal_state
+    from ..inspect.snapshot import flush_denormal_state
 
     before = flush_denormal_state()
     supported = torch.set_flush_denormal(True)

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 from rich.table import Table
 
-from .initializers import Initializer, RandomNormal, VarianceScaling
+from ..initializers import Initializer, RandomNormal, VarianceScaling
 
 __all__ = ["TutorialRow", "tutorial_node", "tutorial_table"]
 

@@ -2,7 +2,7 @@
 
 An initializer is a small object with a config (as in Keras) that
 
-- ``describe(shape, layout)`` — states the law of its values (:class:`~initlab.describe.Description`);
+- ``describe(shape, layout)`` — states the law of its values (:class:`~initlab.initializers.description.Description`);
 - ``init(tensor, seed=...)`` — fills a torch tensor in place, reading the fans in ``layout``;
 - ``init.sample(shape, layout=..., seed=...)`` — returns a new tensor.
 
@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..describe import Description
-from ..fans import Fans
-from ..fans import fans as compute_fans
+from .description import Description
+from .fans import Fans
+from .fans import fans as compute_fans
 
 __all__ = ["FLOAT_DTYPES", "Initializer", "Seed", "generator_for"]
 
@@ -261,7 +261,7 @@ class Initializer(abc.ABC):
 
 
 def _layouts() -> tuple[str, ...]:
-    from ..fans import LAYOUTS
+    from .fans import LAYOUTS
 
     return tuple(LAYOUTS)
 

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from ..describe import Description
-from ..fans import Fans
 from .base import Initializer
+from .description import Description
+from .fans import Fans
 
 __all__ = ["Constant", "Ones", "Zeros"]
 

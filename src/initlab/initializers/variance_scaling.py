@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from ..fans import Fans
 from .base import Initializer, Seed, _check_seed
+from .fans import Fans
 from .sampling import TRUNC_STD_2SIGMA, truncated_normal_
 
 __all__ = [

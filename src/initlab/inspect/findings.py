@@ -408,7 +408,7 @@ def _recommend(model: Any, x: Any, preset: str = "auto", options: dict[str, Any]
                ) -> tuple[Any, str | None]:
     """The whole-model plan ``initlab.plan(model, preset=preset, example_input=x, options=options)``."""
     try:
-        from .plan import plan as make_plan
+        from ..plan.build import plan as make_plan
     except ImportError as e:
         return None, f"initlab.plan is unavailable: {e}"
     try:

@@ -19,8 +19,10 @@ from typing import Any
 
 import torch
 
-from .inspect import _devices, _discover, _Snapshot, inspect
+from .discovery import _discover
 from .report import Report
+from .run import _devices, inspect
+from .snapshot import _Snapshot
 
 __all__ = ["DiffRow", "FixResult", "fix"]
 
@@ -156,8 +158,8 @@ def fix(
     restored exactly. ``apply=True`` keeps the new initialization (``Plan.apply(seed=seed)``).
     ``loss_fn``, ``target`` and ``tolerance`` are passed to :func:`initlab.inspect`.
     """
+    from ..plan.build import plan as make_plan
     from .findings import recommended_preset
-    from .plan import plan as make_plan
 
     if not isinstance(apply, bool):
         raise TypeError(f"fix: apply must be True or False, got {apply!r}.")

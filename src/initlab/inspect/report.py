@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from .findings import Finding, _jsonable
-from .inspect import BlockStats, CallStats, ParamStats, Trends
+from .rows import BlockStats, CallStats, ParamStats, Trends
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Report", "plot"]
 
@@ -192,7 +192,7 @@ class Report:
     # ---- JSON ----
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON-able data (schema :data:`SCHEMA_VERSION`)."""
-        from . import __version__
+        from .._version import __version__
 
         return {
             "schema": SCHEMA_VERSION,
@@ -370,8 +370,8 @@ class Report:
 
     def theory_curve(self) -> np.ndarray:
         """Predicted std(z_ℓ), ℓ = 1…L, of the mean-field theory for this (MLP-shaped) model."""
-        from .activations import activation
-        from .theory import predict_std
+        from ..initializers.activations import activation
+        from ..theory.maps import predict_std
 
         act_label, sw2, sb2, q0 = self._mlp_parameters()
         name, param = _parse_label(act_label)

@@ -24,30 +24,23 @@ Guarantees of :meth:`Plan.apply`:
 from __future__ import annotations
 
 import concurrent.futures as cf
-import fnmatch
 import hashlib
 import io
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from .describe import Description
-from .fans import Fans
-from .fans import fans as compute_fans
-from .initializers import Initializer, get, serialize
-from .initializers.base import FLOAT_DTYPES, _check_seed
-from .initializers.registry import CATALOGUE
-from .keras_support import is_keras_layer, keras_layer_info, keras_layers
-from .modules import LayerInfo, module_info
-from .presets import Choice, ParamSite, PostStep, PresetContext, _get_preset, resolve_options
+from ..initializers import Initializer, serialize
+from ..initializers.base import _check_seed
+from ..initializers.description import Description
+from ..initializers.fans import Fans
+from ..initializers.registry import CATALOGUE
+from .labels import _fmt, _init_label
+from .sites import PostStep
 
-__all__ = ["Plan", "PlanEntry", "plan"]
-
-_GLOB = set("*?[")
+__all__ = ["Plan", "PlanEntry", "entry_seed"]
 
 
 def _trusted(init: Initializer) -> bool:
@@ -119,29 +112,6 @@ class PlanEntry:
             "module_type": self.module_type,
             "role": self.role,
         }
-
-
-def _init_label(init: Initializer) -> str:
-    cfg = {k: v for k, v in init.get_config().items() if k not in ("seed", "input_axes", "output_axes")}
-    if not cfg:
-        return type(init).__name__
-    def arg(k: str, v: Any) -> str:
-        if isinstance(v, str):
-            return v
-        return f"{k}={_fmt(v)}" if isinstance(v, float) else f"{k}={v!r}"
-
-    args = ", ".join(arg(k, v) for k, v in cfg.items())
-    return f"{type(init).__name__}({args})"
-
-
-def _fmt(x: float | None, digits: int = 4) -> str:
-    if x is None:
-        return ""
-    if x == 0:
-        return "0"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.{digits}g}"
 
 
 def entry_seed(seed: int, path: str) -> int:
@@ -447,261 +417,3 @@ def _materialize_buffers(model: Any, dev: torch.device | None) -> list[tuple[Any
             undo.append((m, (name, b), "buffer"))
             m._buffers[name] = new
     return undo
-
-
-# ---------------------------------------------------------------------------------------------------
-# Building a plan
-# ---------------------------------------------------------------------------------------------------
-
-
-def _collect_sites(model: Any) -> tuple[list[ParamSite], list[str]]:
-    """Every parameter, each once, with its layer knowledge (or the reason it has none)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"model: expected a torch.nn.Module (a Keras 3 model on the torch backend is one), got "
-            f"{type(model).__name__}."
-        )
-    sites: list[ParamSite] = []
-    seen: dict[int, str] = {}
-    notes: list[str] = []
-    skip: set[int] = set()
-    seen_keras: set[int] = set()
-    known_modules: dict[int, str] = {}
-
-    def add(module_path: str, layer: LayerInfo) -> None:
-        for pi in layer.params:
-            if layer.framework == "keras":
-                param = pi.meta["variable"].value
-                path = pi.name
-            else:
-                try:
-                    param = layer.module.get_parameter(pi.name)
-                except AttributeError:  # e.g. a parametrized weight (torch.nn.utils.parametrize)
-                    continue
-                path = f"{module_path}.{pi.name}" if module_path else pi.name
-            if id(param) in seen:
-                notes.append(f"{path} is the same tensor as {seen[id(param)]} (tied); it is planned once, as "
-                             f"{seen[id(param)]}.")
-                continue
-            seen[id(param)] = path
-            sites.append(ParamSite(path, param, module_path, layer.module, layer, pi))
-
-    for mpath, m in model.named_modules():
-        if id(m) in skip:
-            continue
-        if is_keras_layer(m):
-            for kl in keras_layers(m):
-                if id(kl) in seen_keras:
-                    continue
-                seen_keras.add(id(kl))
-                info = keras_layer_info(kl)
-                if info is not None:
-                    add(getattr(kl, "path", kl.name), info)
-            for sub in m.modules():
-                skip.add(id(sub))
-            continue
-        info = module_info(m)
-        if info is None:
-            continue
-        known_modules[id(m)] = info.kind
-        add(mpath, info)
-        for c in info.covers:
-            for sub in m.get_submodule(c).modules():
-                skip.add(id(sub))
-
-    owners = {}
-    for mpath, m in model.named_modules():
-        for p in m.parameters(recurse=False):
-            owners.setdefault(id(p), (mpath, m))
-    for name, p in model.named_parameters():
-        if id(p) in seen:
-            continue
-        seen[id(p)] = name
-        mpath, m = owners.get(id(p), ("", model))
-        if isinstance(p, nn.parameter.UninitializedParameter):
-            reason = f"{type(m).__name__} is a lazy module not yet materialized; run one forward pass first"
-        elif p.dtype not in FLOAT_DTYPES:
-            reason = f"not a floating-point tensor ({p.dtype}), e.g. a seed-generator state"
-        elif ".parametrizations." in f".{name}":
-            reason = ("a parametrization's tensor (torch.nn.utils.parametrize); initlab does not guess how it maps "
-                      "to the layer's weight — a rule can initialize it")
-        elif seen_keras and isinstance(m, nn.ParameterDict):
-            reason = (f"Keras variable {name.rsplit('.', 1)[-1]!r} is not one initlab knows for its layer; a rule "
-                      "can initialize it")
-        elif id(m) in known_modules:
-            reason = (f"{type(m).__name__} is a {known_modules[id(m)]} layer, but initlab does not know its "
-                      f"parameter {name.rsplit('.', 1)[-1]!r}; a rule can initialize it")
-        else:
-            reason = (f"initlab does not know {type(m).__name__}; a rule (by path, name or type) can initialize "
-                      "it")
-        sites.append(ParamSite(name, p, mpath, m, None, None, reason))
-    if not seen_keras:  # torch models: rows in named_parameters order (Keras keeps its own layer order)
-        order = {id(p): i for i, (_, p) in enumerate(model.named_parameters())}
-        sites.sort(key=lambda s: order.get(id(s.param), len(order)))
-    return sites, notes
-
-
-def _rule_matcher(key: Any) -> tuple[str, Any]:
-    if isinstance(key, type):
-        return f"{key.__name__} (type)", lambda s: isinstance(s.module, key)
-    if isinstance(key, str) and key:
-        if _GLOB & set(key) or "." in key or "/" in key:
-            return repr(key), lambda s: fnmatch.fnmatchcase(s.path, key)
-
-        def by_name(s: ParamSite) -> bool:
-            last = s.path.replace("/", ".").rsplit(".", 1)[-1]
-            return last == key
-
-        return repr(key), by_name
-    raise TypeError(
-        f"rules: a key must be a module type (e.g. nn.Embedding), a path glob (e.g. '*.out_proj.weight') or a "
-        f"parameter name (e.g. 'bias'); got {key!r}."
-    )
-
-
-def _rule_value(key_label: str, value: Any) -> Initializer | None:
-    if value is None:
-        return None
-    try:
-        return get(value)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"rules[{key_label}]: {e}") from e
-
-
-def _whole_fans(site: ParamSite) -> Fans | None:
-    if site.info is not None:
-        return site.info.fans.get("true")
-    shape = tuple(site.param.shape)
-    try:
-        return compute_fans(shape, "torch")
-    except ValueError:
-        return None
-
-
-def _parse_rules(rules: Mapping[Any, Any]) -> list[tuple[str, Any, Initializer | None]]:
-    if not isinstance(rules, Mapping):
-        raise TypeError(f"rules: expected a dict {{key: initializer}}, got {type(rules).__name__}.")
-    parsed = []
-    for key, value in rules.items():
-        label, match = _rule_matcher(key)
-        parsed.append((label, match, _rule_value(label, value)))
-    return parsed
-
-
-def _apply_rules(ctx: PresetContext, parsed: list[tuple[str, Any, Initializer | None]]) -> None:
-    used: set[str] = set()
-    for site in ctx.sites:
-        for label, match, init in parsed:
-            if not match(site):
-                continue
-            used.add(label)
-            old = ctx.choices.get(site.path, [])
-            prior = ", ".join(_init_label(c.initializer) if c.initializer else "left as is" for c in old
-                              if not c.fixed) or "nothing"
-            if init is None:
-                ctx.choices[site.path] = [Choice(None, f"left as is (the preset chose {prior})", None, rule=label)]
-                break
-            why = f"{_init_label(init)} (the preset chose {prior})"
-            if site.info is None:
-                why += "; initlab does not know this module, so fans are read in torch layout (out, in, *k)"
-            fixed = [c for c in old if c.fixed]
-            parts = [c for c in old if c.partition]
-            if parts:
-                new = [Choice(init, why, c.fans, c.label, c.index, c.shape, partition=True, rule=label) for c in parts]
-            else:
-                new = [Choice(init, why, _whole_fans(site), rule=label)]
-            ctx.choices[site.path] = new + fixed
-            break
-    unused = [label for label, _, _ in parsed if label not in used]
-    if unused:
-        examples = ", ".join(repr(s.path) for s in ctx.sites[:4])
-        raise ValueError(
-            f"rules: {', '.join(unused)} matched no parameter of the model (a rule that matches nothing is an "
-            f"error, not a no-op); parameter paths look like {examples}."
-        )
-
-
-def plan(
-    model: Any,
-    preset: str = "torch",
-    *,
-    example_input: Any = None,
-    rules: Mapping[Any, Any] | None = None,
-    options: Mapping[str, Any] | None = None,
-) -> Plan:
-    """Plan the initialization of every parameter of ``model`` — a dry run; :meth:`Plan.apply` does it.
-
-    ``preset``: ``"torch"``, ``"keras"``, ``"flax"``, ``"auto"`` or any name given to
-    :func:`initlab.presets.register_preset` (see :mod:`initlab.presets` for what each draws).
-    ``example_input``: a batch the model accepts (a tensor, a tuple of positional arguments or a dict of
-    keyword arguments); ``auto`` runs it with hooks to find the activation after each layer, and falls
-    back to ``torch.fx`` tracing without it.
-    ``rules``: ``{key: initializer}`` overriding the preset; a key is a module type (``nn.Embedding``), a
-    path glob (``"*.out_proj.weight"``) or a parameter name (``"bias"``); the value is anything
-    :func:`initlab.get` accepts, or ``None`` to leave the parameter as is. The first matching rule wins
-    and the plan names it; a rule that matches nothing is an error.
-    ``options``: ``{name: value}`` for the preset's own options (:func:`initlab.presets.preset_options`
-    lists them), checked before anything runs: an unknown name or a bad value is an error naming the
-    option and what it accepts. ``auto`` has ``saturating`` (``"glorot"`` | ``"critical"``), ``smooth``
-    (``"gain"`` | ``"critical"``), ``sigma_b2`` (>= 0, default 0.05) and ``orthogonal`` (bool):
-    ``options={"saturating": "critical"}`` gives every layer followed by tanh/sigmoid-like φ
-    ``Critical(φ, sigma_b2)`` — σ_w² with χ₁ = 1 (Poole et al. 2016, Schoenholz et al. 2017) — where φ has
-    a usable critical point, and says in ``why`` what it did (or why it kept auto's usual choice).
-    A parameter initlab does not understand is listed as left as is, with the reason.
-    """
-    spec = _get_preset(preset)
-    resolved = resolve_options(preset, options)
-    if spec.needs_example_input and example_input is None:
-        raise ValueError(f"example_input: preset {preset!r} runs the model on data; pass example_input=<a batch>.")
-    sites, notes = _collect_sites(model)
-    parsed = _parse_rules(rules) if rules is not None else []
-    ctx = PresetContext(model, sites, preset=preset, example_input=example_input, options=resolved)
-    ctx.notes.extend(notes)
-    ctx.ruled = {s.path for s in sites if any(match(s) for _, match, _ in parsed)}
-    spec.fn(ctx)
-    if parsed:
-        _apply_rules(ctx, parsed)
-    entries: list[PlanEntry] = []
-    params: dict[str, torch.Tensor] = {}
-    for site in sites:
-        params[site.path] = site.param
-        choices = ctx.choices.get(site.path)
-        if not choices:
-            why = site.reason if site.reason else f"preset {preset!r} made no choice for it"
-            choices = [Choice(None, why, None)]
-        for ch in choices:
-            entries.append(_entry(site, ch))
-    given = {k: resolved[k] for k in (options or {})}
-    return Plan(model, preset, entries, list(ctx.post_steps), ctx.notes, params, given)
-
-
-def _entry(site: ParamSite, ch: Choice) -> PlanEntry:
-    info, layer = site.info, site.layer
-    shape = tuple(int(d) for d in (ch.shape if ch.shape is not None else site.param.shape))
-    layout = info.layout if info is not None else "torch"
-    path = site.path if ch.label is None else f"{site.path}[{ch.label}]"
-    desc = None
-    fans = ch.fans
-    if ch.initializer is not None:
-        if site.param.dtype not in FLOAT_DTYPES:
-            raise ValueError(
-                f"{'rules[' + ch.rule + ']' if ch.rule else 'preset'}: {path!r} has dtype {site.param.dtype}; "
-                "initializers fill floating tensors only."
-            )
-        try:
-            desc = ch.initializer.describe(shape, layout, fans=fans)
-        except (ValueError, TypeError) as e:
-            who = f"rules[{ch.rule}]" if ch.rule else "preset"
-            raise ValueError(
-                f"{who}: {_init_label(ch.initializer)} cannot initialize {path!r} of shape {shape} "
-                f"(role {info.role if info else 'unknown'}): {e}"
-            ) from e
-        if fans is None:
-            fans = desc.fans
-    return PlanEntry(
-        path=path, shape=shape, layout=layout, fans=fans, initializer=ch.initializer,
-        std=None if desc is None else desc.std, why=ch.why, rule=ch.rule, param_path=site.path,
-        part=ch.label, index=ch.index, module_type=layer.type_name if layer else type(site.module).__name__,
-        role=info.role if info else None, description=desc, fixed=ch.fixed,
-    )
-

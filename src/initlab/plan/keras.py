@@ -19,9 +19,9 @@ import math
 import sys
 from typing import Any
 
-from .fans import Fans
-from .fans import fans as compute_fans
-from .modules import KERAS_GATES, LayerInfo, ParamInfo, Part
+from ..initializers.fans import Fans
+from ..initializers.fans import fans as compute_fans
+from .layers import KERAS_GATES, LayerInfo, ParamInfo, Part
 
 __all__ = ["is_keras_layer", "keras_layer_info", "keras_layers", "keras_variables"]
 
@@ -87,7 +87,7 @@ def _gate_parts(shape: tuple[int, ...], gates: tuple[str, ...], units: int) -> t
 
 
 def keras_layer_info(layer: Any) -> LayerInfo | None:
-    """The :class:`~initlab.modules.LayerInfo` of a built Keras layer that owns variables, or None.
+    """The :class:`~initlab.plan.layers.LayerInfo` of a built Keras layer that owns variables, or None.
 
     ``ParamInfo.name`` is the variable's ``path`` (e.g. ``"sequential/dense/kernel"``) and
     ``ParamInfo.meta["variable"]`` the Keras variable. ``attrs["activation"]`` is the layer's own
@@ -215,7 +215,7 @@ def keras_layer_info(layer: Any) -> LayerInfo | None:
 def keras_initializer(init: Any) -> Any:
     """An initlab :class:`~initlab.Initializer` equal to a Keras initializer object (seed dropped: plans
     seed by parameter path), or raise ValueError naming it."""
-    from .initializers import get
+    from ..initializers import get
 
     keras = _keras()
     if init is None or keras is None:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from .fans import Fans
-from .fans import fans as compute_fans
+from ..initializers.fans import Fans
+from ..initializers.fans import fans as compute_fans
+from .layers import GATES, KERAS_GATES, FansBy, LayerInfo, ParamInfo, Part
 
 __all__ = [
     "GATES",
@@ -35,59 +35,6 @@ __all__ = [
     "known_module_types",
     "module_info",
 ]
-
-#: Gate order of torch's packed recurrent weights, by layer kind.
-GATES: dict[str, tuple[str, ...]] = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
-#: Keras's gate order for the same kinds (its LSTM "c" is torch's "g"; its GRU "h" is torch's "n").
-KERAS_GATES: dict[str, tuple[str, ...]] = {"rnn": ("h",), "lstm": ("i", "f", "c", "o"), "gru": ("z", "r", "h")}
-
-FansBy = dict[str, Fans | None]
-
-
-@dataclass(frozen=True)
-class Part:
-    """A block of a packed parameter: ``index`` selects it, ``label`` names it (a gate, q/k/v)."""
-
-    label: str
-    index: tuple[Any, ...]
-    shape: tuple[int, ...]
-    fans: FansBy
-
-
-@dataclass(frozen=True)
-class ParamInfo:
-    """What initlab knows about one parameter of a known layer.
-
-    ``name`` is the attribute path relative to the layer (``"weight_ih_l0"``, ``"out_proj.weight"``, or
-    a Keras variable's name). ``fans`` maps ``"true"``, ``"torch"``, ``"keras"``, ``"flax"`` to the fans
-    each convention reads (``None`` where fans mean nothing, e.g. a norm's scale).
-    """
-
-    name: str
-    role: str
-    shape: tuple[int, ...]
-    layout: str
-    fans: FansBy
-    parts: tuple[Part, ...] = ()
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """A known layer: its ``kind`` (``linear``, ``conv``, ``lstm``, ``mha``, …), its parameters, and the
-    child modules whose parameters it already describes (``nn.MultiheadAttention.out_proj``)."""
-
-    kind: str
-    framework: str
-    module: Any
-    params: tuple[ParamInfo, ...]
-    covers: tuple[str, ...] = ()
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def type_name(self) -> str:
-        return type(self.module).__name__
-
 
 def _same(f: Fans | None) -> FansBy:
     return {"true": f, "torch": f, "keras": f, "flax": f}
@@ -267,13 +214,13 @@ def known_module_types() -> list[str]:
 
 
 def module_info(module: Any) -> LayerInfo | None:
-    """The :class:`LayerInfo` of a torch module, or of a Keras 3 layer (see :mod:`initlab.keras_support`);
+    """The :class:`LayerInfo` of a torch module, or of a Keras 3 layer (see :mod:`initlab.plan.keras`);
     ``None`` for a module initlab does not know.
 
     Lazy modules that are not yet materialized (``nn.LazyLinear`` before its first call) have no shapes;
     they are reported as unknown, with that reason, by :func:`initlab.plan`.
     """
-    from .keras_support import is_keras_layer, keras_layer_info
+    from .keras import is_keras_layer, keras_layer_info
 
     if is_keras_layer(module):
         return keras_layer_info(module)

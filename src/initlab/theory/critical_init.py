@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from . import theory
-from .activations import ActivationLike
-from .activations import activation as resolve_activation
-from .initializers.base import Initializer, Seed, _check_seed
-from .initializers.matrix import DeltaOrthogonal, Orthogonal
-from .initializers.registry import register
+from ..initializers.activations import ActivationLike
+from ..initializers.activations import activation as resolve_activation
+from ..initializers.base import Initializer, Seed, _check_seed
+from ..initializers.matrix import DeltaOrthogonal, Orthogonal
+from ..initializers.registry import register
+from . import critical_search, maps
 
 __all__ = ["Critical"]
 
@@ -77,7 +77,7 @@ class Critical(Initializer):
             raise ValueError(f"sigma_b2: must be a finite number >= 0, got {sigma_b2!r}.")
         self.sigma_b2 = float(sigma_b2)
         if sigma_w2 is None:
-            self.sigma_w2 = theory.critical(act, self.sigma_b2)
+            self.sigma_w2 = critical_search.critical(act, self.sigma_b2)
         else:
             if isinstance(sigma_w2, bool) or not isinstance(sigma_w2, (int, float)) or not math.isfinite(sigma_w2) \
                     or sigma_w2 <= 0:
@@ -144,8 +144,8 @@ class Critical(Initializer):
         """χ₁ at the fixed point for (σ_w², σ_b²); 1 unless ``sigma_w2`` was given off-critical (nan if
         the length map has no finite fixed point)."""
         if self._chi1 is None:
-            finite = math.isfinite(theory.fixed_point(self._act, self.sigma_w2, self.sigma_b2))
-            self._chi1 = theory.chi1(self._act, self.sigma_w2, self.sigma_b2) if finite else math.nan
+            finite = math.isfinite(maps.fixed_point(self._act, self.sigma_w2, self.sigma_b2))
+            self._chi1 = maps.chi1(self._act, self.sigma_w2, self.sigma_b2) if finite else math.nan
         return self._chi1
 
     def _fill(self, work: torch.Tensor, desc, gen) -> None:
@@ -169,61 +169,3 @@ class Critical(Initializer):
 
 
 register(Critical, "critical", "edge_of_chaos", origin="initlab")
-
-
-# -- presets ---------------------------------------------------------------------------------------
-
-_PRESET_SIGMA_B2 = 0.05
-
-
-def _critical_preset(ctx, orthogonal: bool) -> None:
-    """Start from ``auto``; then every Linear/Conv layer followed by φ gets ``Critical(φ)`` for weight and bias."""
-    from torch import nn
-
-    ctx.apply_preset("auto")
-    by_module: dict[int, list] = {}
-    for site in ctx.known_sites:
-        by_module.setdefault(id(site.module), []).append(site)
-    for site in ctx.known_sites:
-        if site.info.role != "kernel" or not isinstance(site.module, (nn.Linear, nn.modules.conv._ConvNd)):
-            continue
-        if site.path in ctx.ruled:
-            continue
-        follow = ctx.activation_after(site)
-        act = follow.activation
-        sb = 0.0 if act.family in ("relu", "linear") else _PRESET_SIGMA_B2
-        try:
-            point = theory.critical_point(act, sb)
-        except ValueError as err:
-            ctx.notes.append(f"{site.path}: kept auto's choice — {err}")
-            continue
-        if not point.attracts(1.0):
-            ctx.notes.append(
-                f"{site.path}: kept auto's choice — {act.label}'s critical point at σ_b²={sb:g} has q* = "
-                f"{point.q_star:.3g}, which unit-variance inputs do not reach (basin [{point.q_min:.3g}, "
-                f"{point.q_max:.3g}])")
-            continue
-        init = Critical(act, sigma_b2=sb, sigma_w2=point.sigma_w2, orthogonal=orthogonal)
-        kind = "scaled orthogonal (dynamical isometry, Pennington et al. 2017)" if orthogonal else "Gaussian"
-        at = "every q" if math.isnan(point.q_star) else f"q* = {point.q_star:.3g}"
-        ctx.set(site, init, f"edge of chaos for {act.label} ({follow.via}): σ_w² = {point.sigma_w2:.4g} makes "
-                f"χ₁ = 1 at {at} with σ_b² = {sb:g} (Poole 2016, Schoenholz 2017); {kind}")
-        for other in by_module.get(id(site.module), []):
-            if other.info.role == "bias" and other.path not in ctx.ruled:
-                ctx.set(other, init, f"bias N(0, σ_b² = {sb:g}), the σ_b² the critical σ_w² was solved for",
-                        fans=None)
-
-
-def _register_presets() -> None:
-    from .presets import PRESETS, register_preset
-
-    if "critical" not in PRESETS:
-        register_preset("critical", lambda ctx: _critical_preset(ctx, False),
-                        description="edge of chaos: σ_w² with χ₁ = 1 for the activation after each layer "
-                                    "(σ_b² = 0.05; 0 for ReLU-like), Gaussian")
-    if "critical_orthogonal" not in PRESETS:
-        register_preset("critical_orthogonal", lambda ctx: _critical_preset(ctx, True),
-                        description="edge of chaos with scaled orthogonal weights (dynamical isometry)")
-
-
-_register_presets()

@@ -6,7 +6,7 @@ import torch
 
 pytest.importorskip("sklearn", reason="scikit-learn is a test dependency: pip install -e '.[dev]'")
 
-from initlab.data import DatasetError, load_dataset
+from initlab.experiments.data import DatasetError, load_dataset
 
 
 def test_digits_split_and_standardization():

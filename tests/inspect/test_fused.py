@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from initlab import fused
+from initlab.inspect import fused
 
 
 def _k():

@@ -14,7 +14,7 @@ import pytest
 
 from initlab.experiments import Grid
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "trainability.py"
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "trainability.py"
 
 
 @pytest.fixture(scope="module")

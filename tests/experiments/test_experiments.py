@@ -9,7 +9,6 @@ from torch import nn
 
 pytest.importorskip("sklearn", reason="scikit-learn is a test dependency: pip install -e '.[dev]'")
 
-from initlab import experiments
 from initlab.experiments import (
     Grid,
     compare,
@@ -19,6 +18,7 @@ from initlab.experiments import (
     summarize,
     train,
 )
+from initlab.experiments import training as experiments
 from initlab.inspect import flush_denormal_state
 
 WIDTH = 256
@@ -85,7 +85,7 @@ def test_orthogonal_uses_torch_gain_and_seeds_fix_everything():
 
 @pytest.fixture(scope="module")
 def digits():
-    from initlab.data import load_dataset
+    from initlab.experiments.data import load_dataset
 
     return load_dataset("digits")
 

@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 import initlab
-from initlab import fused
-from initlab.inspect import saturation_rule
-from test_inspect_models import BATCH, KNOWN, WIDTH, batch, mlp
+from initlab.inspect import fused, saturation_rule
+from tests.inspect.models import BATCH, KNOWN, WIDTH, batch, mlp
 
 _REPORTS: dict[str, initlab.Report] = {}
 
@@ -346,7 +345,7 @@ def test_activations_called_as_functions_in_a_custom_forward(stats_path):
 
 
 def test_statistics_survive_float32_underflow_and_overflow(stats_path):
-    from initlab.inspect import _norm, _std_mean
+    from initlab.inspect.statistics import _norm, _std_mean
 
     g = torch.Generator().manual_seed(0)
     base = torch.randn(200, 50, generator=g) + 0.3

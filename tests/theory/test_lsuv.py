@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import initlab
-from _models import Block
+from tests._models import Block
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

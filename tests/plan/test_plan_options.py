@@ -12,8 +12,8 @@ from torch import nn
 
 import initlab
 from initlab import theory
-from initlab.critical import Critical
-from initlab.presets import AUTO_OPTIONS, PresetOption, preset_options, register_preset
+from initlab.plan.presets import AUTO_OPTIONS, PresetOption, preset_options, register_preset
+from initlab.theory.critical_init import Critical
 
 CRIT = {"saturating": "critical"}
 

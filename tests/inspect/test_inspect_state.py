@@ -150,7 +150,7 @@ def _pure() -> nn.Sequential:
 
 
 def test_parameters_are_copied_only_when_user_code_could_write_them():
-    from initlab.inspect import _params_untouchable
+    from initlab.inspect.snapshot import _params_untouchable
 
     m = _pure()
     params = list(m.named_parameters())

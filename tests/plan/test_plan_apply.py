@@ -8,7 +8,7 @@ from torch import nn
 
 import initlab
 from initlab.initializers import Initializer
-from initlab.presets import PRESETS, register_preset
+from initlab.plan.presets import PRESETS, register_preset
 
 
 class _Block(nn.Module):

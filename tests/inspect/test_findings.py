@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 import initlab
-from initlab.findings import FINDING_KINDS, expected_dead, judge
 from initlab.inspect import trends
-from test_inspect_models import batch, mlp
+from initlab.inspect.findings import FINDING_KINDS, expected_dead, judge
+from tests.inspect.models import batch, mlp
 
 
 def test_expected_dead_fraction_of_equicorrelated_relu_units():

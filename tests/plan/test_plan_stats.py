@@ -175,7 +175,7 @@ def test_plan_table_and_dict():
 
 
 def test_module_knowledge_fans_and_slices():
-    from initlab.modules import module_info
+    from initlab.plan.modules import module_info
 
     ct = module_info(nn.ConvTranspose2d(16, 32, 3, groups=4)).params[0]
     assert ct.layout == "torch_transposed"

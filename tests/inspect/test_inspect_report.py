@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import initlab
-from initlab.report import SCHEMA, SCHEMA_VERSION, Report
-from test_inspect_models import batch, mlp
+from initlab.inspect.report import SCHEMA, SCHEMA_VERSION, Report
+from tests.inspect.models import batch, mlp
 
 
 @pytest.fixture(scope="module")

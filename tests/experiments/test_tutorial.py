@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from initlab.tutorial import TutorialRow, tutorial_node, tutorial_table
+from initlab.experiments.tutorial import TutorialRow, tutorial_node, tutorial_table
 
 N = 250
 
@@ -56,12 +56,12 @@ def test_table_renders(rows):
 
 
 def test_example_script_prints_the_table(capsys, monkeypatch):
-    import initlab.tutorial as tutorial
+    import initlab.experiments.tutorial as tutorial
 
     # The example's own call with fewer draws, to stay inside the test budget.
     real = tutorial.tutorial_node
     monkeypatch.setattr(tutorial, "tutorial_node", lambda **kw: real(**{**kw, "draws": 2_000}))
-    runpy.run_path(str(Path(__file__).parents[1] / "examples" / "tutorial_node.py"), run_name="__main__")
+    runpy.run_path(str(Path(__file__).parents[2] / "examples" / "tutorial_node.py"), run_name="__main__")
     assert "Glorot (original)" in capsys.readouterr().out
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import initlab
-from test_inspect_models import KNOWN, batch, mlp
+from initlab.inspect import findings
+from tests.inspect.models import KNOWN, batch, mlp
 
 
 def _bytes(model: torch.nn.Module) -> dict[str, bytes]:
@@ -67,7 +68,7 @@ def test_inspect_recommends_the_mean_corrected_plan_for_sigmoid_nets():
     rep = initlab.inspect(mlp(depth, act, init), batch())
     plan = rep.findings[0].fix
     assert plan is not None and plan.preset == "lsuv" and plan.options == {"mean_correction": "per_unit"}
-    assert initlab.findings.recommended_preset(rep.calls, ["dead_units"]) == ("auto", {})
+    assert findings.recommended_preset(rep.calls, ["dead_units"]) == ("auto", {})
 
 
 def test_fix_checks_its_arguments():

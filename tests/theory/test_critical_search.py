@@ -1,7 +1,7 @@
 """The critical-point search is exact: a property over every built-in activation, checked against an
 independent oracle, and decisions that survive noise of the size that separates numpy/scipy versions.
 
-The oracle is :func:`initlab.quadrature.gaussian_expectation` (adaptive Gauss–Legendre, bisecting until
+The oracle is :func:`initlab.initializers.quadrature.gaussian_expectation` (adaptive Gauss–Legendre, bisecting until
 its own error is below 1e-12 per unit mass): a different rule from the fixed panels the search uses, so
 agreement is not agreement of the code with itself.
 """
@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from initlab import theory
-from initlab.activations import activation, known_activations
-from initlab.quadrature import derivative, gaussian_expectation
+from initlab.initializers.activations import activation, known_activations
+from initlab.initializers.quadrature import derivative, gaussian_expectation
 
 SIGMA_B2 = (0.0, 1e-4, 0.01, 0.05, 0.3, 1.0)
 # Spellings of one function (aliases) would repeat a case; one name per distinct activation.

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import initlab
-from _models import Block
+from tests._models import Block
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,0 +1,46 @@
+"""Experiments: the tutorial's node, datasets made locally, training grids (``initlab compare``), the demo
+(``initlab demo``) and its HTML report.
+
+``from initlab.experiments import Grid, compare`` works as it always has: this package re-exports
+:mod:`initlab.experiments.training` (train, Grid, compare, init_model, make_mlp, run_cell, …). Its other
+modules: :mod:`~initlab.experiments.data` (MNIST-1D, digits, your .npz/.csv), :mod:`~initlab.experiments.tutorial`
+(the 250-input node), :mod:`~initlab.experiments.render` (figures, the HTML report) and
+:mod:`~initlab.experiments.demo` (``run_demo``). This is the top library layer: it may use everything
+below it (catalogue, theory, plans, inspection); only the command line (:mod:`initlab.cli`) sits above.
+"""
+
+from .training import (
+    ACTIVATIONS,
+    INIT_NAMES,
+    OPTIMIZERS,
+    Cell,
+    CompareResult,
+    Grid,
+    TrainResult,
+    compare,
+    flush_denormal,
+    init_model,
+    make_mlp,
+    run_cell,
+    summarize,
+    threads,
+    train,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "INIT_NAMES",
+    "OPTIMIZERS",
+    "Cell",
+    "CompareResult",
+    "Grid",
+    "TrainResult",
+    "compare",
+    "flush_denormal",
+    "init_model",
+    "make_mlp",
+    "run_cell",
+    "summarize",
+    "threads",
+    "train",
+]
