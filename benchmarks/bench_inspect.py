@@ -40,8 +40,7 @@ from rich.table import Table
 from torch import nn
 
 import initlab
-from initlab.inspect import fused
-from initlab.inspect import flush_denormal_state
+from initlab.inspect import flush_denormal_state, fused
 
 
 def mlp(init: str, depth: int = 50, width: int = 256) -> nn.Sequential:

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from initlab.experiments.data import load_dataset
 from initlab.experiments import flush_denormal
+from initlab.experiments.data import load_dataset
 from initlab.initializers import GlorotUniform, RandomUniform, Zeros
 
 ACTS = {"tanh": torch.tanh, "softsign": F.softsign, "sigmoid": torch.sigmoid}

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from initlab.experiments.data import load_dataset
 from initlab.experiments import Cell, flush_denormal, run_cell
+from initlab.experiments.data import load_dataset
 from initlab.initializers import VarianceScaling, Zeros
 
 #: experiments.md §2.5 (best test %, reach 45 % k/3; CNN: test % at epoch 15, seeds 0 / 1).

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from initlab.experiments.data import load_dataset
 from initlab.experiments import flush_denormal
+from initlab.experiments.data import load_dataset
 from initlab.initializers import RandomNormal, Zeros
 
 PUBLISHED = {"LinearBase": 32, "MLPBase": 68, "ConvBase": 94, "GRUBase": 91}

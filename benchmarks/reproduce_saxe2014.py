@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from initlab.experiments.data import load_dataset
 from initlab.experiments import flush_denormal
+from initlab.experiments.data import load_dataset
 from initlab.initializers import Orthogonal, RandomNormal
 
 LRS = tuple(0.005 * 2**k for k in range(8))
