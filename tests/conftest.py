@@ -37,7 +37,7 @@ def keras():
 
 @pytest.fixture(params=["fused", "torch"])
 def stats_path(request):
-    """Run a test with inspect's compiled single-pass statistics (initlab.fused, numba) and again with
+    """Run a test with inspect's compiled single-pass statistics (initlab.inspect.fused, numba) and again with
     its torch-op path: both must give the same numbers. The fused run fails, rather than silently
     testing the torch path twice, when numba is missing (`make test` installs it)."""
     from initlab.inspect import fused

@@ -12,7 +12,7 @@ from torch import nn
 import initlab
 from initlab.inspect import trends
 from initlab.inspect.findings import FINDING_KINDS, expected_dead, judge
-from tests.inspect.models import batch, mlp
+from tests.inspect.test_inspect_models import batch, mlp
 
 
 def test_expected_dead_fraction_of_equicorrelated_relu_units():

@@ -7,7 +7,7 @@ import torch
 
 import initlab
 from initlab.inspect import findings
-from tests.inspect.models import KNOWN, batch, mlp
+from tests.inspect.test_inspect_models import KNOWN, batch, mlp
 
 
 def _bytes(model: torch.nn.Module) -> dict[str, bytes]:

@@ -1,4 +1,4 @@
-"""initlab.fused: the compiled single-pass statistics against torch in float64, edge cases included."""
+"""initlab.inspect.fused: the compiled single-pass statistics against torch in float64, edge cases included."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from torch import nn
 
 import initlab
 from initlab.inspect import fused, saturation_rule
-from tests.inspect.models import BATCH, KNOWN, WIDTH, batch, mlp
+from tests.inspect.test_inspect_models import BATCH, KNOWN, WIDTH, batch, mlp
 
 _REPORTS: dict[str, initlab.Report] = {}
 

@@ -12,7 +12,7 @@ from torch import nn
 
 import initlab
 from initlab.inspect.report import SCHEMA, SCHEMA_VERSION, Report
-from tests.inspect.models import batch, mlp
+from tests.inspect.test_inspect_models import batch, mlp
 
 
 @pytest.fixture(scope="module")

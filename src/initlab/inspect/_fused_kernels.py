@@ -1,4 +1,4 @@
-"""The numba kernels behind :mod:`initlab.fused` (imported only when numba is installed).
+"""The numba kernels behind :mod:`initlab.inspect.fused` (imported only when numba is installed).
 
 Each reads a flat float32/float64 array once, in row-major order, and accumulates in float64. A tensor
 of shape (B, …) is seen as B rows of ``cols`` = numel / B elements: the batch and its units.
@@ -9,7 +9,7 @@ The public kernels take a tensor as ``(address, n, wide)`` — its first element
 elements and whether it is float64 — and view that memory as an array inside the compiled code. From
 Python that is ``t.data_ptr()`` and ``t.numel()``, ~1 µs a call, where ``t.detach().numpy()`` and
 numba's typing of the array cost ~5 µs (measured; inspect makes ~460 kernel calls a run on a 50-layer
-MLP). The caller (:func:`initlab.fused.ref`) guarantees a live, contiguous CPU tensor of that dtype.
+MLP). The caller (:func:`initlab.inspect.fused.ref`) guarantees a live, contiguous CPU tensor of that dtype.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``fix``: inspect, plan the recommended initialization, and show (or apply) its measured effect.
 
 ``fix(model, x)`` is a dry run: it inspects the model, makes the recommended whole-model plan
-(:func:`initlab.findings.recommended_preset`: ``initlab.plan(model, preset="auto", example_input=x)``, or
+(:func:`initlab.inspect.findings.recommended_preset`: ``initlab.plan(model, preset="auto", example_input=x)``, or
 for saturation / vanishing signals in a sigmoid net ``preset="lsuv"`` with per-unit mean correction,
 b = −W·E[h] — Pennington, Schoenholz & Ganguli 2017), applies it *temporarily*, inspects again and
 restores the model exactly (parameters, buffers, ``.grad``, modes, RNG — as :func:`initlab.inspect`),
@@ -146,7 +146,7 @@ def fix(
     and measure the plan's effect by inspecting again with it applied.
 
     ``preset=None`` (default) takes the recommendation for the findings
-    (:func:`initlab.findings.recommended_preset`): ``"auto"``, or — when a net whose activations are
+    (:func:`initlab.inspect.findings.recommended_preset`): ``"auto"``, or — when a net whose activations are
     mostly sigmoid-like saturates or loses its signal — ``"lsuv"`` with
     ``options={"mean_correction": "per_unit"}``. No variance scale alone can fix such a net: σ's mean ½
     feeds each unit of the next layer an offset W·½ (saturation) while σ' ≤ ¼ shrinks the gradient.

@@ -37,6 +37,19 @@ _set_grad_enabled = torch._C._set_grad_enabled
 
 
 class _Recorder:
+    """What one run records, as the forward pass makes it: a row per module call (and per activation called
+    as a function or inside a Keras layer), the residual blocks, each parameter's Σw and Σw² at its layer's
+    first call, and the autograd edges whose gradients fill in ‖dL/dz‖ during the backward pass.
+    :mod:`initlab.inspect.hooks` installs the hooks that call it.
+
+    It is one class on purpose (~390 lines). Every method works on the same run state: the pending calls
+    that a post-hook pops, the statistics of the last tensor (which the next call reuses), the scratch
+    buffers, the per-module caches (activation, kind, whether the input survives the call) and the busy
+    flag that keeps initlab's own statistics out of the functional-activation mode. Split into several
+    classes, each part would need all of that state. This is also the hook path whose per-call Python
+    cost the inspection benchmarks measure (README, *Inspection*).
+    """
+
     def __init__(self, keras: bool, weights: bool = True):
         self.keras = keras
         self.rows: list[dict[str, Any]] = []
@@ -293,7 +306,7 @@ class _Recorder:
             fires: torch.Tensor | None = None
             a = fused.ref(out) if kind in ("layer", "activation") and out.dim() >= 1 else None
             if a is not None:
-                # One compiled pass over the output for everything this row needs (see initlab.fused).
+                # One compiled pass over the output for everything this row needs (see initlab.inspect.fused).
                 k = fused.kernels()
                 cols = out.numel() // out.shape[0]
                 if kind == "layer":

@@ -62,7 +62,7 @@ def inspect(
     recommend: bool = True,
     tolerance: float = 10.0,
 ) -> Any:
-    """Run ``x`` through ``model`` with hooks and return a :class:`initlab.report.Report`.
+    """Run ``x`` through ``model`` with hooks and return a :class:`initlab.inspect.report.Report`.
 
     ``x`` is a tensor (``model(x)``), a tuple (``model(*x)``) or a dict (``model(**x)``; a Keras model
     gets the dict itself). The loss is ``loss_fn(output, target)`` if given, else the sum of squares of
@@ -71,7 +71,7 @@ def inspect(
     ``loss_fn`` is given) and ``seeds`` (for dropout and other stochastic layers: ``torch.manual_seed``
     before each run) average the statistics over runs. ``recommend`` attaches the recommended
     :func:`initlab.plan` to unhealthy findings. ``tolerance`` is the factor by which a quantity may
-    change across the whole depth before a finding is raised (see :mod:`initlab.findings`).
+    change across the whole depth before a finding is raised (see :mod:`initlab.inspect.findings`).
 
     The model is restored exactly afterwards (see the module docstring), also when something raises.
     """

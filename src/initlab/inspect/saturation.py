@@ -87,7 +87,7 @@ _GRID_POINTS = 24001
 def saturation_rule(act: Activation) -> SaturationRule:
     """Find {z : |φ'(z)| < 5 % max|φ'|} for an elementwise activation (cached by its label).
 
-    φ' comes from :func:`initlab.quadrature.derivative` (autograd) on a grid of 24 001 points over
+    φ' comes from :func:`initlab.initializers.quadrature.derivative` (autograd) on a grid of 24 001 points over
     [−12, 12]; each sign change of |φ'(z)| − 0.05·max|φ'| is refined by 60 bisections, so the edges are
     exact to float64. Outside the grid the set continues as at its ends.
     """

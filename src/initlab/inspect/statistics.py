@@ -60,7 +60,7 @@ def _std_mean(
 ) -> tuple[float, float]:
     """(std, mean) of all elements, unbiased (n − 1), as Python floats.
 
-    Where the compiled kernels take ``t`` (:mod:`initlab.fused`), Σx and Σx² come from one float64
+    Where the compiled kernels take ``t`` (:mod:`initlab.inspect.fused`), Σx and Σx² come from one float64
     pass. Otherwise one pass of torch ops: mean = Σx/n and var = (Σx² − n·mean²)/(n − 1) with
     Σx² = x·x (BLAS) and the final arithmetic in float64 — several times faster on CPU than
     ``torch.std_mean``; where float32 squares overflow or underflow, Σx² is taken on x scaled by a power

@@ -25,7 +25,7 @@ later calls are measured and reported (``status="shared"``) — one weight canno
 inputs at the target, and the report shows what the later calls got.
 
 ``residual=True`` (or a list of branch-final layers) makes it residual-aware: the last layer of each
-``x + f(x)`` branch (found by :func:`initlab.residual.find_residual_branches`) is scaled to
+``x + f(x)`` branch (found by :func:`initlab.theory.residual.find_residual_branches`) is scaled to
 target·``branch_scale`` (default 1/√(number of branches)) instead of the target, so after L blocks the
 stream has variance target²·(1 + Σ branch_scale²) ≈ 2·target² instead of (L+1)·target²; the block
 outputs (the sums) are measured in the same pass and reported (``kind="block"``).

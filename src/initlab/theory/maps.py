@@ -22,7 +22,7 @@ at 0 and give E[ReLU'(z)²] 12 % wrong, and at q = 9 tanh's E[φ'²] is 1.5 % of
   width 0.5 with the first split geometrically toward 0 (edges 0.5·2^-k, k ≤ 20), mirrored, 8 nodes each
   (640 nodes), plus an edge at k/√q for every kink k of φ (``Activation.kinks``: ReLU6, hardtanh,
   hardswish, hardsigmoid), so every kink of z ↦ φ(√q z) sits on a panel edge and features at x ≈ 0
-  stay resolved up to q ≈ 10⁸. Against the adaptive quadrature of :mod:`initlab.quadrature` and
+  stay resolved up to q ≈ 10⁸. Against the adaptive quadrature of :mod:`initlab.initializers.quadrature` and
   25-digit mpmath the relative error is ≤ 2e-11 for tanh, GELU, ELU, ReLU, ReLU6, SiLU at q ∈ [1e-4, 1e6]; an
   unknown callable with a kink elsewhere costs ~1e-4 (the critical search's error estimate shows it).
 * The 2-D correlation integral uses polar coordinates z = r(cos θ, sin θ): then u₁ = √q₁ r cos θ and
