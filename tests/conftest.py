@@ -32,6 +32,9 @@ def keras():
         raise RuntimeError(
             f"keras is on the {keras.backend.backend()!r} backend; run the tests with KERAS_BACKEND=torch"
         )
+    # Keras names layers from a process-wide counter ("dense", "dense_1", …): start each test from a fresh
+    # session, so the names a test sees do not depend on which tests ran before it in this process.
+    keras.backend.clear_session()
     return keras
 
 

@@ -9,6 +9,7 @@ skipped — it says why; keep those to a minimum.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,10 +54,16 @@ def test_the_readme_has_python_blocks_to_run():
 def test_readme_section_runs(section, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__readme__"}
-    for line, code in SECTIONS[section]:
-        if code.startswith(NOT_RUN):
-            continue
-        try:
-            exec(compile(code, f"README.md:{line}", "exec"), namespace)
-        except Exception as e:
-            raise AssertionError(f"the README block at line {line} (section {section!r}) raised {e!r}") from e
+    try:
+        for line, code in SECTIONS[section]:
+            if code.startswith(NOT_RUN):
+                continue
+            try:
+                exec(compile(code, f"README.md:{line}", "exec"), namespace)
+            except Exception as e:
+                raise AssertionError(f"the README block at line {line} (section {section!r}) raised {e!r}") from e
+    finally:
+        # Keras names layers from a process-wide counter ("dense", "dense_1", …); the README's models must
+        # not change the names later tests in this process see
+        if "keras" in sys.modules:
+            sys.modules["keras"].backend.clear_session()
