@@ -46,7 +46,9 @@ def stats_path(request):
     from initlab.inspect import fused
 
     if request.param == "fused":
-        assert fused.available(), "numba is not installed: pip install -e '.[dev]'"
+        assert fused.available(), (
+            "the compiled statistics are off: numba is not installed (pip install -e '.[dev]') or "
+            "INITLAB_FUSED is set to 0/off")
         yield request.param
     else:
         with fused.disabled():

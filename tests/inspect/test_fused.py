@@ -13,7 +13,9 @@ from initlab.inspect import fused
 
 def _k():
     # numba is a test dependency (`make test` installs the dev extras): missing, these tests fail
-    assert fused.available(), "numba is not installed: pip install -e '.[dev]'"
+    assert fused.available(), (
+        "the compiled statistics are off: numba is not installed (pip install -e '.[dev]') or "
+        "INITLAB_FUSED is set to 0/off")
     return fused.kernels()
 
 
@@ -142,6 +144,13 @@ def test_moments_many_matches_moments_of_each_tensor(dtype):
     addrs = np.array([r[0] for r in refs], dtype=np.int64)
     out = _k().moments_many(addrs, np.array([r[1] for r in refs], dtype=np.int64), dtype is torch.float64)
     assert out.shape == (3, 2)
+    eps = float(np.finfo(np.float64).eps)
     for row, t in zip(out, ts, strict=True):
-        assert tuple(row) == _k().moments(*fused.ref(t))  # the same loop, the same order: bit for bit
-        assert row[1] == pytest.approx(float((t.double() ** 2).sum()), rel=1e-12)
+        one = _k().moments(*fused.ref(t))
+        # The same loop in two compiled functions; with fastmath "reassoc" LLVM may vectorize the two
+        # reductions differently, so they agree to the summation-order bound n·eps·Σ|x| (not bit for bit).
+        t64 = t.double()
+        n = t.numel()
+        assert abs(row[0] - one[0]) <= n * eps * float(t64.abs().sum())
+        assert abs(row[1] - one[1]) <= n * eps * float((t64 ** 2).sum())
+        assert row[1] == pytest.approx(float((t64 ** 2).sum()), rel=1e-12)

@@ -33,21 +33,45 @@ def test_known_cases_are_detected_and_healthy_ones_are_not_flagged(name):
         assert "healthy" not in verdict
 
 
+def _relu_backward_tolerances(width: int, layers: int) -> tuple[float, float]:
+    """(bound on |log grad_rate − log ρ|, bound on |log dz_ratio − (L − 1)·log ρ|) for ONE random ReLU MLP
+    of this width and number of weight layers L, whose mean backward factor per layer is ρ.
+
+    Finite width makes each network's numbers random. Per ReLU layer log ‖dL/dz‖ moves by a random
+    step of sd s = √(5/(4n)) whatever the weight scale (Hanin 2018: Var log‖J u‖² ≈ 5/n per layer — the
+    χ²_n of W and the Binomial(n, ½) of active units), plus a drift of O(1/n) (measured +1.2/n per layer
+    for He at n = 96 over 60 seeds; we allow 2/n). So log ‖dL/dz_ℓ‖ is a random walk: its end point over
+    L − 1 steps has sd s·√(L − 1), the least-squares slope behind grad_rate sd ≈ s·√(6/(5L)). Five of
+    each: a correct network fails with probability < 1e-6, whatever seed or torch version draws it.
+    """
+    s, drift = math.sqrt(5 / (4 * width)), 2 / width
+    return drift + 5 * s * math.sqrt(6 / (5 * layers)), (layers - 1) * drift + 5 * s * math.sqrt(layers - 1)
+
+
 def test_relu_default_init_depth_30_vanishes_like_the_measured_anchor():
     # experiments.md §2.4: dz ratio 4.1e-12 at L = 30 (width 256). Per layer the backward factor is
     # √(fan_out·Var(W)·½) = √(1/6) ≈ 0.41 for U(±1/√n), so 0.41^30 ≈ 2e-12; the issue asks < 1e-5.
     r = _known("relu_default_30")
     assert r.trends.dz_ratio < 1e-5
-    assert r.trends.grad_rate == pytest.approx(math.sqrt(1 / 6), rel=0.1)
+    # 31 layers at width 96: |log(rate/√(1/6))| < 0.133 (measured over 60 seeds: sd 0.019, max 0.067); a
+    # wrong variance law (√(1/3) without ReLU's ½, √(1/12)) is off by log √2 = 0.35.
+    rate_tol, _ = _relu_backward_tolerances(WIDTH, r.trends.depth)
+    assert abs(math.log(r.trends.grad_rate / math.sqrt(1 / 6))) < rate_tol
     f = r.finding("vanishing_gradients")
     assert f.evidence["dz_ratio"] == r.trends.dz_ratio and len(f.layers) == 31
 
 
 def test_relu_he_depth_50_keeps_the_gradient_level():
-    # He et al. 2015: with var 2/n the backward factor per layer is 1; the anchor measures 1.09 at L = 50.
+    # He et al. 2015: with var 2/n the backward factor per layer is 1; the anchor measures 1.09 at L = 50
+    # (width 256). At width 96 one network's numbers scatter (see _relu_backward_tolerances): over 60 seeds
+    # log dz_ratio has mean 0.78 and sd 0.56 and grad_rate mean 1.012, sd 0.013 — the old bounds
+    # (0.2 < dz < 5, |rate − 1| < 0.03) held for this seed but failed for 3 of 60 others. Derived bounds,
+    # 51 layers: |log rate| < 0.108, |log dz| < 5.1 — still far from default init's 0.41 per layer
+    # (dz 1e-12) and from a variance off by 25 % (rate 0.87 or 1.12).
     r = _known("relu_he_50")
-    assert 0.2 < r.trends.dz_ratio < 5
-    assert r.trends.grad_rate == pytest.approx(1.0, abs=0.03)
+    rate_tol, dz_tol = _relu_backward_tolerances(WIDTH, r.trends.depth)
+    assert abs(math.log(r.trends.dz_ratio)) < dz_tol
+    assert abs(math.log(r.trends.grad_rate)) < rate_tol
 
 
 def test_tanh_small_weights_shrink_by_sigma_sqrt_n_per_layer():
@@ -249,13 +273,24 @@ def test_residual_stream_growth_is_measured():
 
     torch.manual_seed(0)
     model = nn.Sequential(*[Block(WIDTH) for _ in range(8)])
-    r = initlab.inspect(model, torch.randn(BATCH, WIDTH), recommend=False)
+    x = torch.randn(BATCH, WIDTH)
+    r = initlab.inspect(model, x, recommend=False)
     tr = r.trends
-    # Each block adds Var(f(x)) = Var(x) (He through ReLU, then var 1/n): std grows ×√2 per block,
-    # ×2^4 = 16 over 8 blocks (Brock et al. 2021's unnormalized residual stream).
     assert tr.residual_blocks == 8
-    assert tr.residual_rate == pytest.approx(math.sqrt(2), rel=0.1)
-    assert tr.residual_growth == pytest.approx(16, rel=0.3)
+    # What is measured is the stream itself: growth = std after the last block / std of the input, to
+    # float32 round-off of the two stds (~1e-7; measured ≤ 9e-8).
+    with torch.no_grad():
+        stream = model(x)
+    assert tr.residual_growth == pytest.approx(float(stream.std() / x.std()), rel=1e-5)
+    # Each block adds Var(f(x)) = Var(x) (He through ReLU, then var 1/n): std grows ×√2 per block,
+    # ×2^4 = 16 over 8 blocks (Brock et al. 2021's unnormalized residual stream). At width 96 one block's
+    # log std ratio scatters with sd 0.044 (measured over 60 seeds × 8 blocks: O(1/√n), from W and from
+    # the stream–branch cross term), independently per block; so log growth has sd 0.044·√8 = 0.124
+    # (measured 0.118) and the fitted log rate ≈ 0.044·√(6/(5·8)) = 0.017 (measured 0.016). Five sd:
+    # |log(rate/√2)| < 0.085 and |log(growth/16)| < 0.62 (the old rel=0.3 on the growth was 2.5 sd: a
+    # seed at +0.25 was measured). A wrong law — ×1 or ×2 per block, log distance 0.35 — is 20 sd away.
+    assert abs(math.log(tr.residual_rate / math.sqrt(2))) < 0.085
+    assert abs(math.log(tr.residual_growth / 16)) < 0.62
     assert all(b.branch_std is not None for b in r.blocks)
 
 
@@ -298,7 +333,9 @@ def test_keras_sequential_from_the_tutorial(keras):
     assert r.meta["framework"] == "keras"
     assert [c.kind for c in r.calls] == ["layer", "activation", "layer", "activation", "layer"]
     assert r.calls[1].activation == "tanh" and r.calls[1].saturation is not None
-    kernel = next(p for p in r.params if p.name.endswith("dense/kernel"))
+    # Keras numbers layer names per process (dense, dense_1, ...): "dense/kernel" is this model's only if
+    # no other test in the worker built a Dense first. Match the first layer's own kernel path instead.
+    kernel = next(p for p in r.params if p.name == model.layers[0].kernel.path)
     assert kernel.layout == "keras" and kernel.fan_in == 20 and kernel.shape == (20, 64)
     assert all(c.grad_norm is not None and c.grad_norm > 0 for c in r.calls)
     assert r.verdict == ["healthy"]

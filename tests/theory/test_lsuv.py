@@ -169,9 +169,12 @@ def test_residual_stream_bounded():
     assert res.forward_passes == 1
     # Plain LSUV: every branch at unit std, so the stream grows ≈ √(L+1) (≈ 4.1 here).
     assert stream(plain)[-1] > 3.0
-    # Residual-aware: branch-final layers at 1/√L, so Var(stream) ≤ 1 + L·(1/L) = 2 (+ the cross terms
-    # the branches have with the stream, measured at ≈ 1 % here).
-    assert max(stream(aware)) < math.sqrt(2) * 1.05
+    # Residual-aware: branch-final layers at 1/√L, so Var(stream) ≤ 1 + L·(1/L) = 2, plus the cross terms
+    # the branches have with the stream: random at finite width. Over 60 seeds (weights and batch) the
+    # max stream std / √2 has mean 1.010 and sd 0.009 (this seed: 1.017), so 1.06 is ≥ 5 sd above the
+    # mean (1.05, tuned on this one seed, was 4.6 sd). Wrong scalings sit far off: 1/√(L/2) gives
+    # √(3/2) = 1.22, none gives ≈ 2.9.
+    assert max(stream(aware)) < math.sqrt(2) * 1.06
     finals = [c for c in res.layers if c.name.endswith("fc2")]
     assert len(finals) == blocks and all(c.std_after == pytest.approx(1 / 4, abs=EXACT) for c in finals)
     assert len(res.blocks) == blocks and res.blocks[-1].std_after == pytest.approx(stream(aware)[-1], rel=1e-5)
