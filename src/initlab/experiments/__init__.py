@@ -9,38 +9,5 @@ modules: :mod:`~initlab.experiments.data` (MNIST-1D, digits, your .npz/.csv), :m
 below it (catalogue, theory, plans, inspection); only the command line (:mod:`initlab.cli`) sits above.
 """
 
-from .training import (
-    ACTIVATIONS,
-    INIT_NAMES,
-    OPTIMIZERS,
-    Cell,
-    CompareResult,
-    Grid,
-    TrainResult,
-    compare,
-    flush_denormal,
-    init_model,
-    make_mlp,
-    run_cell,
-    summarize,
-    threads,
-    train,
-)
-
-__all__ = [
-    "ACTIVATIONS",
-    "INIT_NAMES",
-    "OPTIMIZERS",
-    "Cell",
-    "CompareResult",
-    "Grid",
-    "TrainResult",
-    "compare",
-    "flush_denormal",
-    "init_model",
-    "make_mlp",
-    "run_cell",
-    "summarize",
-    "threads",
-    "train",
-]
+from .training import *  # noqa: F403  (the training API, what ``initlab.experiments`` always exported)
+from .training import __all__ as __all__
