@@ -1,4 +1,11 @@
-"""The initializer catalogue: Keras 3's initializers by name, plus torch's and JAX's extras."""
+"""The initializer catalogue: Keras 3's initializers by name, plus torch's and JAX's extras.
+
+The lowest layer of initlab: one module per family (``constant``, ``random``, ``variance_scaling``,
+``matrix``, ``stft``) on ``base.Initializer``, ``registry`` (``get``, ``register``, ``catalogue``), and what
+the catalogue needs — ``fans``, ``description`` (the ``Description`` record) and ``describe``,
+``activations``, ``quadrature`` and ``gain``. Nothing here imports from another part of initlab; higher
+layers add initializers through :func:`register` (``initlab.theory.critical_init`` registers ``Critical``).
+"""
 
 from .base import Initializer, Seed
 from .constant import Constant, Ones, Zeros
