@@ -33,6 +33,10 @@ PACKAGE_NAMES = {
         "predict_std", "variance_map",
     ],
     "initlab.plan": ["Plan", "PlanEntry", "plan"],
+    "initlab.plan.presets": [  # was initlab.presets
+        "AUTO_OPTIONS", "PRESETS", "ParamSite", "PostStep", "PresetContext", "PresetOption", "PresetSpec",
+        "preset_names", "preset_options", "register_preset",
+    ],
     "initlab.inspect": [
         "BlockStats", "CallStats", "ParamStats", "SaturationRule", "Trends", "flush_denormal_state", "inspect",
         "saturation_rule", "trends",
