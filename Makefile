@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --no-deps --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
-	$(BIN)/python -m pip check
+	$(BIN)/python tools/check_lock.py $(LOCK)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,6 +34,8 @@ test-latest:
 	$(PY) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q -c tools/torch-pin.txt torch
 	$(LATEST)/bin/python -m pip install -q -c tools/torch-pin.txt -e ".[dev]"
+	# timm and mup ask for torchvision, whose PyPI wheel links CUDA torch (see tools/lock-overrides.txt).
+	$(LATEST)/bin/python -m pip uninstall -q -y torchvision
 	$(LATEST)/bin/python -m pip list --format=freeze --exclude-editable
 	KERAS_BACKEND=torch $(LATEST)/bin/python -m pytest -q -n 2 tests
 
