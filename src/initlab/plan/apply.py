@@ -27,7 +27,7 @@ import concurrent.futures as cf
 import hashlib
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -39,6 +39,10 @@ from ..initializers.fans import Fans
 from ..initializers.registry import CATALOGUE
 from .labels import _fmt, _init_label
 from .sites import PostStep
+
+if TYPE_CHECKING:
+    from ..theory.streams import ResidualStream
+    from .trace import ModelTrace
 
 __all__ = ["Plan", "PlanEntry", "entry_seed"]
 
@@ -75,6 +79,7 @@ class PlanEntry:
     role: str | None = None
     description: Description | None = None
     fixed: bool = False
+    aliases: tuple[str, ...] = ()
 
     @property
     def low(self) -> float | None:
@@ -111,6 +116,7 @@ class PlanEntry:
             "rule": self.rule,
             "module_type": self.module_type,
             "role": self.role,
+            "aliases": list(self.aliases),
         }
 
 
@@ -125,7 +131,9 @@ def entry_seed(seed: int, path: str) -> int:
 class Plan:
     """The dry run of initializing ``model`` with ``preset`` (and ``rules``): see :func:`plan`.
 
-    ``options``: the preset options the call gave (checked; defaults not repeated)."""
+    ``options``: the preset options the call gave (checked; defaults not repeated). ``trace``: what one
+    forward pass on ``example_input`` said about the model (:class:`~initlab.plan.trace.ModelTrace`), or
+    ``None`` when the plan was made without one; :attr:`residual` its residual streams."""
 
     model: Any
     preset: str
@@ -134,6 +142,13 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     _params: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     options: dict[str, Any] = field(default_factory=dict)
+    trace: ModelTrace | None = field(default=None, repr=False)
+
+    @property
+    def residual(self) -> list[ResidualStream] | None:
+        """The residual streams found on ``example_input`` (:class:`~initlab.theory.streams.ResidualStream`:
+        each add's output projection, N, the blocks, pre/post-LN); ``None`` when the plan ran no example input."""
+        return None if self.trace is None else self.trace.streams
 
     def _preset_label(self) -> str:
         if not self.options:
@@ -156,8 +171,12 @@ class Plan:
         return iter(self.entries)
 
     def __getitem__(self, path: str) -> PlanEntry:
+        """The entry of ``path``; a tied tensor's other names give its one entry."""
         for e in self.entries:
             if e.path == path:
+                return e
+        for e in self.entries:
+            if e.part is None and path in e.aliases:
                 return e
         raise KeyError(f"path: no entry {path!r} in this plan; entries are e.g. "
                        f"{', '.join(repr(e.path) for e in self.entries[:4])}.")

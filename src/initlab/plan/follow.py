@@ -19,7 +19,7 @@ from ..initializers.activations import Activation, activation
 from .layers import LayerInfo
 from .sites import Follow, ParamSite
 
-__all__ = ["find_followers"]
+__all__ = ["NAMED_ACT_MODULES", "find_followers"]
 
 
 _ACT_FUNCS = {
@@ -43,6 +43,19 @@ _TRANSPARENT_MODULES: tuple[type, ...] = (
 )
 _ACT_MODULES: tuple[type, ...] = tuple(t for t in _acts._MODULE_TYPES if t is not nn.Identity)
 _OUTPUT_MODULES: tuple[type, ...] = (nn.Softmax, nn.LogSoftmax)
+#: Activation modules of other libraries, by class name (transformers.activations): several write their
+#: function out (NewGELUActivation is 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))), so their ops alone would
+#: read as a multiplication.
+NAMED_ACT_MODULES: dict[str, str] = {
+    "NewGELUActivation": "gelu_tanh", "FastGELUActivation": "gelu_tanh", "GELUTanh": "gelu_tanh",
+    "PytorchGELUTanh": "gelu_tanh", "AccurateGELUActivation": "gelu_tanh", "GELUActivation": "gelu",
+    "ClippedGELUActivation": "gelu", "SiLUActivation": "silu", "MishActivation": "mish",
+    "LinearActivation": "linear",
+}
+
+
+def _named_act_module(m: Any) -> bool:
+    return isinstance(m, nn.Module) and type(m).__name__ in NAMED_ACT_MODULES
 
 
 def _func_name(f: Any) -> str:
@@ -57,6 +70,8 @@ def _activation_of_call(kind: str, target: Any, args: tuple, kwargs: dict) -> tu
             return "act", Activation(type(target).__name__.lower(), lambda x: x, "linear")
         if isinstance(target, _ACT_MODULES):
             return "act", activation(target)
+        if _named_act_module(target):
+            return "act", activation(NAMED_ACT_MODULES[type(target).__name__])
         if isinstance(target, _TRANSPARENT_MODULES):
             return "transparent", None
         return "other", None
@@ -146,6 +161,10 @@ def find_followers(model: nn.Module, sites: list[ParamSite], example_input: Any 
     for i, ev in enumerate(events):
         if ev.kind == "module" and id(ev.target) in layers and id(ev.target) not in out:
             out[id(ev.target)] = _follow_from(events, i, names)
+    # The recorder's closures hold this list until the garbage collector breaks their cycle; its events hold
+    # the call arguments — views of parameters among them, which keep torch.utils.swap_tensors (Plan.apply
+    # on a meta model) from swapping those parameters.
+    events.clear()
     return out
 
 
@@ -157,7 +176,8 @@ def _events_by_running(model: nn.Module, layers: dict[int, LayerInfo], example_i
     depth = [0]
 
     def opaque(m: nn.Module) -> bool:
-        return id(m) in layers or isinstance(m, (*_ACT_MODULES, *_TRANSPARENT_MODULES, *_OUTPUT_MODULES))
+        return id(m) in layers or isinstance(m, (*_ACT_MODULES, *_TRANSPARENT_MODULES, *_OUTPUT_MODULES)) \
+            or _named_act_module(m)
 
     def pre(m, args):
         if opaque(m):
@@ -212,6 +232,7 @@ def _events_by_running(model: nn.Module, layers: dict[int, LayerInfo], example_i
             h.remove()
         for m, t in modes.items():
             m.training = t
+        keep.clear()  # (see find_followers: the closures' cycle would hold these tensors until collected)
     return events
 
 
@@ -221,7 +242,7 @@ def _events_by_fx(model: nn.Module, layers: dict[int, LayerInfo]) -> list[_Event
     class Tracer(fx.Tracer):
         def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
             return id(m) in layers or isinstance(m, (*_ACT_MODULES, *_TRANSPARENT_MODULES, *_OUTPUT_MODULES)) \
-                or super().is_leaf_module(m, qualname)
+                or _named_act_module(m) or super().is_leaf_module(m, qualname)
 
     try:
         graph = Tracer().trace(model)
