@@ -1,6 +1,6 @@
 """Finding the activation after each layer: the tracer behind ``ctx.activation_after`` and ``auto``.
 
-With an example input the model runs once (no grad, eval mode, training flags restored) with hooks on every
+With an example input the model runs once (no grad, eval mode, training flags and RNG restored) with hooks on every
 module and a ``TorchFunctionMode`` that records functional calls; without one it is traced with
 ``torch.fx``. Either way the layer's output is followed through shape ops, dropout, norms and pooling to
 the first call that consumes it. Keras layers carry their own ``activation``.
@@ -16,6 +16,7 @@ from torch import nn
 
 from ..initializers import activations as _acts
 from ..initializers.activations import Activation, activation
+from ..theory.dataflow import call_model, forward_pass
 from .layers import LayerInfo
 from .sites import Follow, ParamSite
 
@@ -209,29 +210,13 @@ def _events_by_running(model: nn.Module, layers: dict[int, LayerInfo], example_i
             return result
 
     handles = []
-    modes = {m: m.training for m in model.modules()}
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(pre))
         handles.append(m.register_forward_hook(post, with_kwargs=True))
     try:
-        model.eval()
-        with torch.no_grad(), Recorder():
-            if isinstance(example_input, dict):
-                model(**example_input)
-            elif isinstance(example_input, tuple):
-                model(*example_input)
-            else:
-                model(example_input)
-    except Exception as e:
-        raise ValueError(
-            f"example_input: running the model on it failed ({type(e).__name__}: {e}); pass an input the model "
-            "accepts (a tensor, a tuple of positional arguments or a dict of keyword arguments)."
-        ) from e
+        with forward_pass(model, handles), Recorder():
+            call_model(model, example_input)
     finally:
-        for h in handles:
-            h.remove()
-        for m, t in modes.items():
-            m.training = t
         keep.clear()  # (see find_followers: the closures' cycle would hold these tensors until collected)
     return events
 

@@ -50,7 +50,18 @@ from torch import nn
 
 from ..initializers.activations import activation
 from ..initializers.fans import Fans
-from ..theory.dataflow import ADD, CONV, CONV_T, MATMUL, MUL, TRANSPARENT, Dataflow, ParamUse, einsum_fans
+from ..theory.dataflow import (
+    ADD,
+    CONV,
+    CONV_T,
+    MATMUL,
+    MUL,
+    TRANSPARENT,
+    Dataflow,
+    OpNode,
+    ParamUse,
+    einsum_fans,
+)
 from ..theory.dataflow import record_dataflow as _record
 from ..theory.streams import ResidualAdd, ResidualStream, find_streams, residual_streams
 from .follow import NAMED_ACT_MODULES, _activation_of_call
@@ -228,21 +239,25 @@ def _kernel_of(flow: Dataflow, node: int, skip: str) -> str | None:
     return None
 
 
-def _offset_scale(flow: Dataflow, node: int) -> bool:
-    """Whether the output of ``c + w`` (node) is multiplied by a normalized tensor (Gemma's (1 + w)·z)."""
+def _readers(flow: Dataflow, node: int) -> list[OpNode]:
+    """The ops that read node's output, through views and casts (which are not listed themselves)."""
     cons = flow.consumers()
-    stack, seen = list(cons[node]), set()
+    stack, seen, out = list(cons[node]), set(), []
     while stack:
         j = stack.pop()
         if j in seen:
             continue
         seen.add(j)
-        m = flow.nodes[j]
-        if m.op in MUL and "norm_scaled" in m.tags:
-            return True
-        if m.op in TRANSPARENT:
+        if flow.nodes[j].op in TRANSPARENT:
             stack.extend(cons[j])
-    return False
+        else:
+            out.append(flow.nodes[j])
+    return out
+
+
+def _offset_scale(flow: Dataflow, node: int) -> bool:
+    """Whether the output of ``c + w`` (node) is multiplied by a normalized tensor (Gemma's (1 + w)·z)."""
+    return any(m.op in MUL and "norm_scaled" in m.tags for m in _readers(flow, node))
 
 
 def _broadcast_over_batch(pshape: tuple[int, ...], oshape: tuple[int, ...] | None) -> bool:
@@ -411,17 +426,7 @@ def layer_info(reading: ParamReading, module: nn.Module, trace: ModelTrace) -> L
 
 def _is_output(flow: Dataflow, node: int) -> bool:
     """Whether node's output reaches no op but views: the model's output."""
-    cons = flow.consumers()
-    stack, seen = list(cons[node]), set()
-    while stack:
-        j = stack.pop()
-        if j in seen:
-            continue
-        seen.add(j)
-        if flow.nodes[j].op not in TRANSPARENT:
-            return False
-        stack.extend(cons[j])
-    return True
+    return not _readers(flow, node)
 
 
 def _follow(flow: Dataflow, start: int) -> Follow:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["Dataflow", "OpNode", "ParamUse", "call_model", "record_dataflow"]
+__all__ = ["Dataflow", "OpNode", "ParamUse", "call_model", "forward_pass", "record_dataflow"]
 
 #: Ops through which a tensor keeps its identity (a view, a cast, dropout in eval): a parameter seen through
 #: them is still that parameter, with the op appended to its view chain.
@@ -496,6 +497,29 @@ def _rng_devices(model: nn.Module) -> list[int]:
     return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
 
 
+@contextmanager
+def forward_pass(model: nn.Module, handles: list[Any]) -> Iterator[None]:
+    """Where a reader runs ``model`` once: eval mode, no grad, the global RNG forked (CPU and the model's CUDA
+    devices); afterwards, also on failure, every module's training flag is restored and ``handles`` (its
+    hooks) removed. A failure raises ``ValueError`` naming ``example_input``."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with torch.random.fork_rng(devices=_rng_devices(model)):
+            model.eval()
+            with torch.no_grad():
+                yield
+    except Exception as e:
+        raise ValueError(
+            f"example_input: running the model on it failed ({type(e).__name__}: {e}); pass an input the model "
+            "accepts (a tensor, a tuple of positional arguments or a dict of keyword arguments)."
+        ) from e
+    finally:
+        for h in handles:
+            h.remove()
+        for m, t in modes.items():
+            m.training = t
+
+
 def record_dataflow(model: nn.Module, example_input: Any) -> Dataflow:
     """Run ``model`` once on ``example_input`` and record its :class:`Dataflow` (see the module docstring).
 
@@ -507,25 +531,13 @@ def record_dataflow(model: nn.Module, example_input: Any) -> Dataflow:
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}.")
     rec = _Recorder(model)
     handles = []
-    modes = {m: m.training for m in model.modules()}
     for mpath, m in model.named_modules():
         handles.append(m.register_forward_pre_hook(lambda mod, a, _n=mpath: rec.push(_n)))
         handles.append(m.register_forward_hook(lambda mod, a, o, _n=mpath: rec.pop(_n), always_call=True))
     try:
-        with torch.random.fork_rng(devices=_rng_devices(model)):
-            model.eval()
-            with torch.no_grad(), rec:
-                call_model(model, example_input)
-    except Exception as e:
-        raise ValueError(
-            f"example_input: running the model on it failed ({type(e).__name__}: {e}); pass an input the model "
-            "accepts (a tensor, a tuple of positional arguments or a dict of keyword arguments)."
-        ) from e
+        with forward_pass(model, handles), rec:
+            call_model(model, example_input)
     finally:
-        for h in handles:
-            h.remove()
-        for m, t in modes.items():
-            m.training = t
         rec._refs.clear()  # drop every weak reference now, not when the collector finds the recorder
         rec.info.clear()
     names = {ns[0]: tuple(ns) for ns in rec.names.values()}
