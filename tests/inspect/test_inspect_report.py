@@ -66,7 +66,7 @@ def test_json_follows_the_documented_schema_and_round_trips(reports, tmp_path):
     text = r.to_json(path)
     data = json.loads(path.read_text())
     assert data == json.loads(text)
-    assert data["schema"] == SCHEMA_VERSION == "initlab.inspect/1"
+    assert data["schema"] == SCHEMA_VERSION == "initlab.inspect/2"
     _check(SCHEMA, data)
     back = Report.from_json(path)
     assert back.verdict == r.verdict
@@ -74,6 +74,12 @@ def test_json_follows_the_documented_schema_and_round_trips(reports, tmp_path):
     assert back.trends == r.trends
     with pytest.raises(ValueError, match="schema"):
         Report.from_dict({**data, "schema": "initlab.inspect/0"})
+    # Version 1 (no residual or attention rows, no trends fields of version 2) is still read.
+    old = {k: v for k, v in data.items() if k not in ("residual", "attention")}
+    old["trends"] = {k: v for k, v in data["trends"].items()
+                     if k not in ("residual_streams", "token_cosine_first", "token_cosine_last", "axis")}
+    v1 = Report.from_dict({**old, "schema": "initlab.inspect/1"})
+    assert v1.residual == [] and v1.attention == [] and v1.trends.axis == "layers" and v1.verdict == r.verdict
 
 
 def test_non_finite_values_are_written_as_strings(tmp_path):

@@ -1,5 +1,6 @@
 """Depth trends over the weight-layer calls ℓ = 1…L: growth rates of std(z) and ‖dL/dz‖ from
-least-squares fits of their logarithms, the gradient ratio, correlation collapse and residual-stream growth."""
+least-squares fits of their logarithms, the gradient ratio, correlation collapse and residual-stream growth
+(from the traced residual streams where there are any, else from same-shape residual blocks)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .rows import BlockStats, CallStats, Trends
+from .rows import BlockStats, CallStats, ResidualStats, Trends
 
-__all__ = ["trends"]
+__all__ = ["main_stream", "stream_axis", "trends"]
 
 
 _RESIDUAL_CORRELATION = 0.2  # corr(in, out) above this marks a same-shape block as x + f(x)
@@ -54,15 +55,26 @@ def _fit(values: Sequence[float | None], ito: float = 0.0) -> tuple[float | None
     return slope, se
 
 
-def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
-    """Depth trends (see :class:`Trends`) from the rows of one report."""
+def trends(
+    calls: list[CallStats], blocks: list[BlockStats], residual: Sequence[ResidualStats] | None = None
+) -> Trends:
+    """Depth trends (see :class:`Trends`) from the rows of one report: the residual stream from the traced
+    ``residual`` adds where there are any, else from the same-shape ``blocks``."""
     layers = [c for c in calls if c.kind == "layer"]
-    z = [c.z_std for c in layers]
-    g = [c.grad_norm for c in layers]
+    stream = main_stream(residual or ())
+    axis = "residual stream" if stream_axis(stream) else "layers"
+    if axis == "layers":
+        z = [c.z_std for c in layers]
+        g = [c.grad_norm for c in layers]
+    else:
+        # A transformer's weight layers in execution order are no chain (q, k, v, out-projection, MLP,
+        # embedding, readout: each its own scale): its depth is the residual stream, one point per add.
+        z = [r.rms_out for r in stream]
+        g = [r.grad_norm for r in stream]
     zs, zse = _fit(z, ito=+1.0)
     gs, gse = _fit(g, ito=-1.0)
     dz = None
-    if len(layers) >= 2 and g[0] is not None and g[-1] is not None:
+    if len(g) >= 2 and g[0] is not None and g[-1] is not None:
         dz = (
             g[0] / g[-1]
             if g[-1] not in (0.0,) and math.isfinite(g[-1])
@@ -71,7 +83,7 @@ def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
         if g[-1] == 0.0 and g[0] == 0.0:
             dz = math.nan
     zchange = None
-    if len(layers) >= 2 and z[0] and z[-1] is not None and math.isfinite(z[0]) and z[0] > 0:
+    if len(z) >= 2 and z[0] and z[-1] is not None and math.isfinite(z[0]) and z[0] > 0:
         zchange = z[-1] / z[0]
     # The readout is left out: it sees the final (often pooled) features, whose similarity reflects
     # the architecture's mean shift (a global average of ReLU maps) more than the depth trend.
@@ -81,20 +93,35 @@ def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
     # half of the layers — where the early transient is over — over gaps above float64's floor.
     half = [None if c is None else 1.0 - c for c in cos[len(cos) // 2 :]]
     cs, _ = _fit([g if g is not None and g > _GAP_FLOOR else None for g in half])
-    # The residual stream: same-shape blocks at the outermost level that has any.
-    res = [b for b in blocks if b.correlation > _RESIDUAL_CORRELATION]
-    if res:
-        top = min(b.path.count(".") for b in res)
-        res = [b for b in res if b.path.count(".") == top]
-    rs, _ = _fit([b.out_std for b in res])
-    nonfinite_g = [c.depth for c in layers if c.grad_norm is not None and not math.isfinite(c.grad_norm)]
-    nonfinite_a = [c.depth for c in layers if c.z_std is not None and not math.isfinite(c.z_std)]
-    g_last = layers[-1].grad_norm if layers else None
-    zero_g = [c.depth for c in layers if c.grad_norm == 0.0] if g_last and math.isfinite(g_last) else []
-    z_first = layers[0].z_std if layers else None
-    zero_a = [c.depth for c in layers if c.z_std == 0.0] if z_first and math.isfinite(z_first) else []
+    if stream:
+        # per block: the stream after the block's last add (dicts keep the last row of each block)
+        ends = list({r.block: r for r in stream}.values())
+        rs, _ = _fit([r.rms_out for r in ends])
+        n_res, growth = len(ends), stream[-1].growth
+    else:
+        # The residual stream: same-shape blocks at the outermost level that has any.
+        res = [b for b in blocks if b.correlation > _RESIDUAL_CORRELATION]
+        if res:
+            top = min(b.path.count(".") for b in res)
+            res = [b for b in res if b.path.count(".") == top]
+        rs, _ = _fit([b.out_std for b in res])
+        n_res = len(res)
+        growth = (res[-1].out_std / res[0].in_std) if res and res[0].in_std else None
+    # A branch whose output is exactly 0 at init (zero-initialized last norm scale or projection: SkipInit,
+    # Fixup, timm's zero_init_last; Goyal et al. 2017, De & Smith 2020) passes no gradient to its layers by
+    # design: an exact 0 there is not a signal that vanished.
+    off = {k.rpartition(".")[0] for r in residual or () if r.rms_branch == 0.0 for k in r.branch_kernels}
+    switched_off = [c.path in off for c in layers] if axis == "layers" else [False] * len(z)
+    nonfinite_g = [i + 1 for i, v in enumerate(g) if v is not None and not math.isfinite(v)]
+    nonfinite_a = [i + 1 for i, v in enumerate(z) if v is not None and not math.isfinite(v)]
+    g_last = g[-1] if g else None
+    zero_g = (
+        [i + 1 for i, v in enumerate(g) if v == 0.0 and not switched_off[i]] if g_last and math.isfinite(g_last) else []
+    )
+    z_first = z[0] if z else None
+    zero_a = [i + 1 for i, v in enumerate(z) if v == 0.0] if z_first and math.isfinite(z_first) else []
     return Trends(
-        depth=len(layers),
+        depth=len(z),
         z_std_rate=None if zs is None else math.exp(zs),
         z_std_rate_se=zse,
         z_std_change=zchange,
@@ -105,11 +132,30 @@ def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
         cosine_last=cos[-1] if cos else None,
         collapse_rate=None if cs is None else math.exp(cs),
         collapse_depth=None if cs is None else (math.inf if cs >= 0 else -1.0 / cs),
-        residual_blocks=len(res),
+        residual_blocks=n_res,
         residual_rate=None if rs is None else math.exp(rs),
-        residual_growth=(res[-1].out_std / res[0].in_std) if res and res[0].in_std else None,
+        residual_growth=growth,
         nonfinite_grad_layers=[d for d in nonfinite_g if d is not None],
         nonfinite_act_layers=[d for d in nonfinite_a if d is not None],
         zero_grad_layers=[d for d in zero_g if d is not None],
         zero_act_layers=[d for d in zero_a if d is not None],
+        residual_streams=len({r.stream for r in residual or ()}),
+        token_cosine_first=stream[0].token_cosine_in if stream else None,
+        token_cosine_last=stream[-1].token_cosine if stream else None,
+        axis=axis,
     )
+
+
+def stream_axis(stream: Sequence[ResidualStats]) -> bool:
+    """Whether depth is read along the residual stream: a stream of token sequences (batch, tokens,
+    features) — a transformer — with at least two adds. CNN and MLP streams keep the layer axis, where
+    the weight layers in execution order are the chain the depth rules assume."""
+    return len(stream) >= 2 and all(r.tokens is not None for r in stream)
+
+
+def main_stream(residual: Sequence[ResidualStats]) -> list[ResidualStats]:
+    """The adds of the stream with the most adds (the first such stream on a tie), in order."""
+    by: dict[int, list[ResidualStats]] = {}
+    for r in residual:
+        by.setdefault(r.stream, []).append(r)
+    return max(by.values(), key=len) if by else []

@@ -51,7 +51,8 @@ class FixResult:
     """``before`` and ``after`` reports, the ``plan``, its ``diff`` and whether it was ``applied``.
 
     With ``applied=False`` the ``after`` report was measured with the plan applied temporarily and
-    the model then restored.
+    the model then restored. ``note`` says where the plan is not the recommended one (the recommended
+    residual option is not available in this initlab's ``auto``).
     """
 
     before: Report
@@ -59,6 +60,7 @@ class FixResult:
     plan: Any
     diff: list[DiffRow] = field(default_factory=list)
     applied: bool = False
+    note: str | None = None
 
     @property
     def fixed(self) -> bool:
@@ -98,10 +100,16 @@ class FixResult:
         b, a = self.before.trends, self.after.trends
         t.add_row("verdict", ", ".join(self.before.verdict), ", ".join(self.after.verdict))
         t.add_row("‖dL/dz₁‖/‖dL/dz_L‖", _f(b.dz_ratio), _f(a.dz_ratio))
-        t.add_row("‖dL/dz‖ backward rate / layer", _f(b.grad_rate), _f(a.grad_rate))
-        t.add_row("std(z) rate / layer", _f(b.z_std_rate), _f(a.z_std_rate))
-        t.add_row("std(z) last / first", _f(b.z_std_change), _f(a.z_std_change))
+        unit, z = ("residual add", "stream RMS") if b.axis == "residual stream" else ("layer", "std(z)")
+        t.add_row(f"‖dL/dz‖ backward rate / {unit}", _f(b.grad_rate), _f(a.grad_rate))
+        t.add_row(f"{z} rate / {unit}", _f(b.z_std_rate), _f(a.z_std_rate))
+        t.add_row(f"{z} last / first", _f(b.z_std_change), _f(a.z_std_change))
         t.add_row("cosine last layer", _f(b.cosine_last), _f(a.cosine_last))
+        if self.before.residual or self.after.residual:
+            t.add_row("residual stream growth", _f(b.residual_growth), _f(a.residual_growth))
+            t.add_row("token cosine after the last block", _f(b.token_cosine_last), _f(a.token_cosine_last))
+        if self.before.attention or self.after.attention:
+            t.add_row("attention entropy / log(keys), mean", _f(_mean_norm(self.before)), _f(_mean_norm(self.after)))
         sat_b = [c.saturation for c in self.before.calls if c.saturation is not None]
         sat_a = [c.saturation for c in self.after.calls if c.saturation is not None]
         t.add_row(
@@ -110,6 +118,8 @@ class FixResult:
             _f(sum(sat_a) / len(sat_a)) if sat_a else "–",
         )
         yield t
+        if self.note:
+            yield f"[yellow]note[/yellow]: {self.note}"
         yield ("[green]fixed[/green]" if self.fixed else "[yellow]not fixed[/yellow]") + (
             "" if self.applied else " — run initlab.fix(model, x, apply=True) to apply"
         )
@@ -120,6 +130,11 @@ class FixResult:
         buf = io.StringIO()
         Console(file=buf, width=180, force_terminal=False, color_system=None).print(self)
         return buf.getvalue()
+
+
+def _mean_norm(r: Report) -> float | None:
+    vals = [v for a in r.attention for v in a.entropy_normalized if v is not None]
+    return sum(vals) / len(vals) if vals else None
 
 
 def _f(v: Any) -> str:
@@ -159,7 +174,7 @@ def fix(
     ``loss_fn``, ``target`` and ``tolerance`` are passed to :func:`initlab.inspect`.
     """
     from ..plan.build import plan as make_plan
-    from .findings import recommended_preset
+    from .findings import RESIDUAL_KINDS, recommended_preset, residual_option_missing
 
     if not isinstance(apply, bool):
         raise TypeError(f"fix: apply must be True or False, got {apply!r}.")
@@ -168,24 +183,30 @@ def fix(
     kw: dict[str, Any] = {"loss_fn": loss_fn, "target": target, "tolerance": tolerance, "recommend": False}
     before = inspect(model, x, **kw)
     options: dict[str, Any] = {}
+    note = None
     if preset is None:
-        preset, options = recommended_preset(before.calls, [f.kind for f in before.findings])
+        preset, options = recommended_preset(before.calls, [f.kind for f in before.findings], before.findings)
+        note = residual_option_missing(preset, options)
+        if note:
+            options = {k: v for k, v in options.items() if k != "residual"}
+            note += f"; planned {preset!r} without it"
     p = make_plan(model, preset=preset, example_input=x, rules=rules, options=options or None)
     diff = _diff(p, before)
-    if apply:
+    # Applied for the measurement and, without apply=True, undone; with apply=True undone only if the
+    # re-inspection fails, so a failing fix never leaves the model half-way.
+    snap = _Snapshot(model, [(q, m) for q, m, _ in _discover(model)], _devices(model.parameters(), x))
+    try:
         p.apply(seed=seed)
         after = inspect(model, x, **kw)
-    else:
-        snap = _Snapshot(model, [(q, m) for q, m, _ in _discover(model)], _devices(model.parameters(), x))
-        try:
-            p.apply(seed=seed)
-            after = inspect(model, x, **kw)
-        finally:
-            snap.restore()
+    except BaseException:
+        snap.restore()
+        raise
+    if not apply:
+        snap.restore()
     for f in before.findings:
-        if not f.healthy:
+        if not f.healthy and not (note and f.kind in RESIDUAL_KINDS):
             f.fix = p
-    return FixResult(before=before, after=after, plan=p, diff=diff, applied=apply)
+    return FixResult(before=before, after=after, plan=p, diff=diff, applied=apply, note=note)
 
 
 def _diff(p: Any, before: Report) -> list[DiffRow]:

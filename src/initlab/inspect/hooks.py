@@ -19,6 +19,7 @@ from .discovery import _ACT_TYPES, _keras_activation
 from .params import _SMALL_PARAM, _fused_sums
 from .recorder import _Recorder
 from .statistics import _all_float, _map_tensors, _norm
+from .transformer import Structure, Watch
 
 
 def _function_table() -> dict[Any, str]:
@@ -48,24 +49,43 @@ def _function_table() -> dict[Any, str]:
 _FUNCTION_TABLE = _function_table()
 
 
+_WATCHED = "\0"  # prefix of the names the transformer watch handles (no activation name starts with it)
+
+
 class _FunctionalActivations(TorchFunctionMode):
     """Records elementwise activations called as functions in a model's own code, as activation rows
     named ``<module path>.<function>()``; calls inside activation modules and inside initlab's own
-    hooks pass straight through."""
+    hooks pass straight through. With a :class:`~initlab.inspect.transformer.Watch`, also hands it the
+    residual adds and attention calls it measures."""
 
-    def __init__(self, rec: _Recorder):
+    def __init__(self, rec: _Recorder, watch: Watch | None = None):
         super().__init__()
         self.rec = rec
+        self.watch = watch
+        # func -> activation name, watched kind (prefixed), or None; filled on first sight of each func
+        self.names: dict[Any, str | None] = {}
+
+    def _name(self, func: Any) -> str | None:
+        name = _FUNCTION_TABLE.get(func)
+        if name is None and self.watch is not None:
+            kind = self.watch.kind(func)
+            name = None if kind is None else _WATCHED + kind
+        return name
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         rec = self.rec
         try:
-            name = _FUNCTION_TABLE.get(func)
+            name = self.names[func]
+        except KeyError:
+            name = self.names[func] = self._name(func)
         except TypeError:  # an unhashable callable
             name = None
+        if name is not None and name[0] == _WATCHED and not rec.busy:
+            return self.watch.handle(name[1:], func, args, kwargs, rec.stack[-1] if rec.stack else "")  # type: ignore[union-attr]
         if (
             name is None
+            or name[0] == _WATCHED
             or rec.busy
             or rec.inside_act
             or not args
@@ -123,8 +143,20 @@ def _run_once(
     params: list[tuple[str, torch.Tensor]],
     function_mode: bool = False,
     weights: bool = True,
-) -> tuple[_Recorder, dict[int, float | None], torch.Tensor]:
+    watch_tokens: bool = False,
+    found: Structure | None = None,
+) -> tuple[_Recorder, dict[int, float | None], torch.Tensor, Watch | None]:
+    """One recorded forward + backward. ``watch_tokens`` (function mode only) switches the transformer
+    watch on (:mod:`initlab.inspect.transformer`), with ``found`` the model's residual streams if known;
+    where streams were found the same-shape block reading is off."""
     rec = _Recorder(keras, weights)
+    watch = None
+    if function_mode and watch_tokens:
+        # the trace names the root module "" and inspection by its type (when it hooks it at all)
+        root = next((path for path, m, _ in hooked if m is model), None)
+        watch = Watch(found, rec._begin, rec._end, root)
+    if found is not None and found.sites:
+        rec.read_blocks = False
     handles: list[Any] = []
     param_hooks: list[tuple[torch.Tensor, Any]] = []
     wrapped: list[tuple[nn.Module, Any]] = []
@@ -178,7 +210,7 @@ def _run_once(
 
         xin = _map_tensors(x, as_input)
         with torch.enable_grad():
-            mode = _FunctionalActivations(rec) if function_mode else contextlib.nullcontext()
+            mode = _FunctionalActivations(rec, watch) if function_mode else contextlib.nullcontext()
             with mode:
                 if isinstance(xin, tuple) and not hasattr(xin, "_fields"):
                     out = model(*xin)
@@ -212,7 +244,7 @@ def _run_once(
             # One pre-hook per measured output, on the node that made it: the gradient is reduced as it
             # arrives and freed at once (holding them all for one batched norm was measured slower: on
             # CPU every held gradient is fresh memory, and its page faults outweigh the batching).
-            for node, output_nr, row in rec.edges:
+            for node, output_nr, row in rec.edges + (watch.edges if watch is not None else []):
                 handles.append(node.register_prehook(_grad_norm_hook(rec, output_nr, row)))
             # Parameter gradients, likewise: each is reduced by a hook as the backward pass delivers it
             # and replaced by a zero-stride zero, so the run never holds a second set of gradients next
@@ -233,7 +265,7 @@ def _run_once(
         for k, (p, g) in enumerate(small):
             s2 = sums[k][1] if k in sums else math.nan
             by_id[id(p)] = math.sqrt(s2) if math.isfinite(s2) else _norm(g, rec.scratch)
-        return rec, by_id, loss.detach()
+        return rec, by_id, loss.detach(), watch
     finally:
         for h in handles + rec.leaf_hooks:
             h.remove()

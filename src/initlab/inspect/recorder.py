@@ -77,6 +77,7 @@ class _Recorder:
         self.zeros: dict[tuple[Any, Any], torch.Tensor] = {}
         self.keeps: dict[int, bool] = {}
         self.leaf_hooks: list[Any] = []
+        self.read_blocks = True  # off where the residual streams were traced (initlab.inspect.transformer)
 
     def scratch(self, t: torch.Tensor) -> torch.Tensor:
         """A reusable buffer shaped like ``t``: elementwise temporaries in the middle of a forward would
@@ -381,7 +382,7 @@ class _Recorder:
         self, path: str, module: nn.Module, info: dict[str, Any], out: torch.Tensor | None, n: int
     ) -> None:
         t = info.get("t")
-        if t is None or out is None or tuple(t.shape) != tuple(out.shape) or out.numel() < 2:
+        if not self.read_blocks or t is None or out is None or tuple(t.shape) != tuple(out.shape) or out.numel() < 2:
             return
         a, b = out.detach().to(torch.float64).flatten(), t.detach().to(torch.float64).flatten()
         # Pearson correlation of input and output elements: ~σ_in/σ_out for x + f(x), ~0 otherwise.

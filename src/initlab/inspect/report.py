@@ -1,10 +1,14 @@
 """The :class:`Report` of :func:`initlab.inspect`: a rich table, versioned JSON and signal-propagation plots.
 
-JSON schema ``initlab.inspect/1`` (``Report.to_json``; :data:`SCHEMA` is the same as a JSON Schema
+JSON schema ``initlab.inspect/2`` (``Report.to_json``; :data:`SCHEMA` is the same as a JSON Schema
 document). Non-finite floats are written as the strings ``"inf"``, ``"-inf"``, ``"nan"``.
 
 ``schema``
-    ``"initlab.inspect/1"``; the number changes when a field is removed or changes meaning.
+    ``"initlab.inspect/2"``; the number changes when a field is removed or changes meaning. Version 2
+    added ``residual`` and ``attention``, and the trends' ``residual_streams``, ``token_cosine_first`` and
+    ``token_cosine_last``; where residual streams were traced, ``trends.residual_*`` are read from them
+    (RMS) and ``blocks`` is empty. :meth:`Report.from_dict` still reads version 1 (no residual or
+    attention rows).
 ``meta``
     ``model``, ``framework`` (``torch``/``keras``), ``loss`` (which loss was used), ``loss_value``,
     ``runs``, ``batches``, ``seeds``, ``batch_size``, ``training_mode``, ``flush_denormal`` and
@@ -22,12 +26,23 @@ document). Non-finite floats are written as the strings ``"inf"``, ``"-inf"``, `
 ``blocks``
     Residual blocks ``x + f(x)``: ``index``, ``path``, ``module``, ``in_std``, ``out_std``,
     ``branch_std``, ``growth``, ``correlation``.
+``residual``
+    One object per residual add of a traced residual stream (:class:`initlab.inspect.ResidualStats`):
+    ``index``, ``stream``, ``stream_name``, ``position``, ``n_branches``, ``block``, ``module``,
+    ``out_proj``, ``placement``, ``rms_skip``, ``rms_branch``, ``rms_out``, ``ratio``
+    (RMS(branch)/RMS(skip)), ``growth`` (RMS after this add / RMS before the stream's first add),
+    ``grad_norm`` (‖dL/dx‖ after the add), ``token_cosine``, ``token_cosine_in``, ``tokens``,
+    ``branch_kernels``.
+``attention``
+    One object per attention call (:class:`initlab.inspect.AttentionStats`): ``index``, ``path``,
+    ``call``, ``source`` (``sdpa``, ``softmax``, ``mha``), ``heads``, ``queries``, ``keys``, ``entropy``
+    and ``entropy_normalized`` (lists, one value per head).
 ``trends``
     ``depth``, ``z_std_rate``, ``z_std_rate_se``, ``z_std_change``, ``grad_rate``, ``grad_rate_se``,
     ``dz_ratio``, ``cosine_first``, ``cosine_last``, ``collapse_rate``, ``collapse_depth``, ``residual_blocks``,
     ``residual_rate``, ``residual_growth``, ``nonfinite_grad_layers``, ``nonfinite_act_layers``,
-    ``zero_grad_layers``, ``zero_act_layers``
-    (see :class:`initlab.inspect.Trends`).
+    ``zero_grad_layers``, ``zero_act_layers``, ``residual_streams``, ``token_cosine_first``,
+    ``token_cosine_last`` (see :class:`initlab.inspect.Trends`).
 ``findings``
     ``kind``, ``layers``, ``evidence``, ``message``, ``fix`` (``null`` or ``{"preset", "entries":
     [{"path", "shape", "initializer", "std", "why"}]}``).
@@ -46,11 +61,12 @@ from typing import Any
 import numpy as np
 
 from .findings import Finding, _jsonable
-from .rows import BlockStats, CallStats, ParamStats, Trends
+from .rows import AttentionStats, BlockStats, CallStats, ParamStats, ResidualStats, Trends
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Report", "plot"]
 
-SCHEMA_VERSION = "initlab.inspect/1"
+SCHEMA_VERSION = "initlab.inspect/2"
+_READABLE = ("initlab.inspect/1", SCHEMA_VERSION)
 
 _NUM = {"type": ["number", "string", "null"]}
 _SHAPE = {"type": ["array", "null"], "items": {"type": "integer"}}
@@ -62,7 +78,7 @@ def _obj(props: dict[str, Any]) -> dict[str, Any]:
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "https://initlab.dev/schema/inspect-1.json",
+    "$id": "https://initlab.dev/schema/inspect-2.json",
     "title": "initlab inspection report",
     **_obj(
         {
@@ -115,6 +131,43 @@ SCHEMA: dict[str, Any] = {
                 ),
             },
             "blocks": {"type": "array", "items": {"type": "object"}},
+            "residual": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        **{k: {"type": "integer"} for k in ("index", "stream", "position", "n_branches")},
+                        **{k: {"type": "string"} for k in ("stream_name", "block", "module", "out_proj")},
+                        "placement": {"enum": ["pre", "post", "?"]},
+                        **{
+                            k: _NUM
+                            for k in (
+                                "rms_skip",
+                                "rms_branch",
+                                "rms_out",
+                                "ratio",
+                                "growth",
+                                "grad_norm",
+                                "token_cosine",
+                                "token_cosine_in",
+                            )
+                        },
+                        "tokens": {"type": ["integer", "null"]},
+                        "branch_kernels": {"type": "array", "items": {"type": "string"}},
+                    }
+                ),
+            },
+            "attention": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        **{k: {"type": "integer"} for k in ("index", "call", "heads", "queries", "keys")},
+                        "path": {"type": "string"},
+                        "source": {"enum": ["sdpa", "softmax", "mha"]},
+                        "entropy": {"type": "array", "items": _NUM},
+                        "entropy_normalized": {"type": "array", "items": _NUM},
+                    }
+                ),
+            },
             "trends": {"type": "object"},
             "findings": {
                 "type": "array",
@@ -158,7 +211,9 @@ def _unjson(v: Any) -> Any:
 @dataclass
 class Report:
     """What :func:`initlab.inspect` measured: ``calls`` (one :class:`CallStats` per module call in
-    execution order), ``params``, residual ``blocks``, depth ``trends``, ``findings`` and ``meta``.
+    execution order), ``params``, same-shape residual ``blocks``, depth ``trends``, ``findings``, ``meta``,
+    and for transformers (models with traced residual streams or attention calls) ``residual`` (one
+    :class:`ResidualStats` per residual add) and ``attention`` (one :class:`AttentionStats` per call).
 
     ``print(report)`` renders rich tables; ``to_json``/``from_json`` round-trip the versioned schema
     (module docstring); ``plot`` draws the signal propagation plot.
@@ -170,6 +225,8 @@ class Report:
     trends: Trends
     findings: list[Finding] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    residual: list[ResidualStats] = field(default_factory=list)
+    attention: list[AttentionStats] = field(default_factory=list)
 
     # ---- convenience ----
     @property
@@ -200,6 +257,8 @@ class Report:
             "calls": [_jsonable(asdict(c)) for c in self.calls],
             "params": [_jsonable(asdict(p)) for p in self.params],
             "blocks": [_jsonable(asdict(b)) for b in self.blocks],
+            "residual": [_jsonable(asdict(r)) for r in self.residual],
+            "attention": [_jsonable(asdict(a)) for a in self.attention],
             "trends": _jsonable(asdict(self.trends)),
             "findings": [f.to_dict() for f in self.findings],
         }
@@ -215,9 +274,9 @@ class Report:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
         """Rebuild a report from :meth:`to_dict` output (findings keep their fix as a plain dict)."""
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
+        if not isinstance(data, dict) or data.get("schema") not in _READABLE:
             got = data.get("schema") if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"Report.from_dict: expected schema {SCHEMA_VERSION!r}, got {got!r}.")
+            raise ValueError(f"Report.from_dict: expected schema {' or '.join(map(repr, _READABLE))}, got {got!r}.")
 
         def build(kls: type, d: dict[str, Any]) -> Any:
             names = {f.name for f in fields(kls)}
@@ -237,6 +296,8 @@ class Report:
                 for f in data["findings"]
             ],
             meta={k: v for k, v in data["meta"].items()},
+            residual=[build(ResidualStats, r) for r in data.get("residual", [])],
+            attention=[build(AttentionStats, a) for a in data.get("attention", [])],
         )
 
     @classmethod
@@ -314,15 +375,26 @@ class Report:
                 _fmt(q.ratio),
             )
         yield p
+        if self.residual:
+            yield self._residual_table()
+        if self.attention:
+            yield self._attention_table()
         tr = self.trends
+        stream = tr.axis == "residual stream"
+        unit, z = ("residual adds", "RMS of the stream") if stream else ("layers", "std(z)")
         yield (
-            f"[bold]Depth trends[/bold] over L = {tr.depth} layers: std(z) ×{_fmt(tr.z_std_rate)}/layer "
-            f"(last/first {_fmt(tr.z_std_change)}); ‖dL/dz‖ ×{_fmt(tr.grad_rate)}/layer backward; "
+            f"[bold]Depth trends[/bold] over L = {tr.depth} {unit}: {z} ×{_fmt(tr.z_std_rate)}/{unit[:-1]} "
+            f"(last/first {_fmt(tr.z_std_change)}); ‖dL/dz‖ ×{_fmt(tr.grad_rate)}/{unit[:-1]} backward; "
             f"‖dL/dz₁‖/‖dL/dz_L‖ = {_fmt(tr.dz_ratio)}; cosine {_fmt(tr.cosine_first)} → {_fmt(tr.cosine_last)}"
             + (
                 f"; residual stream ×{_fmt(tr.residual_rate)}/block over {tr.residual_blocks} blocks "
                 f"(×{_fmt(tr.residual_growth)} in all)"
                 if tr.residual_blocks
+                else ""
+            )
+            + (
+                f"; token cosine {_fmt(tr.token_cosine_first)} → {_fmt(tr.token_cosine_last)} along the stream"
+                if tr.token_cosine_last is not None
                 else ""
             )
         )
@@ -340,6 +412,46 @@ class Report:
             elif "fix_error" in f.evidence:
                 fix = f" (no fix: {f.evidence['fix_error']})"
             yield f"[{colour}]● {f.kind}[/{colour}]: {f.message}{fix}"
+
+    def _residual_table(self) -> Any:
+        from rich.table import Table
+
+        t = Table(title="Residual streams (per residual add)", header_style="bold")
+        for col in ("stream", "block", "branch out-proj", "LN", "RMS skip", "RMS branch", "branch/stream",
+                    "growth", "token cos"):
+            t.add_column(col, justify="left" if col in ("stream", "block", "branch out-proj", "LN") else "right")
+        for r in self.residual:
+            t.add_row(
+                f"{r.stream} {r.stream_name}" if r.position == 1 else "",
+                r.block,
+                _tail(r.out_proj, r.block),
+                r.placement,
+                _fmt(r.rms_skip),
+                _fmt(r.rms_branch),
+                _fmt(r.ratio),
+                _fmt(r.growth),
+                _fmt(r.token_cosine),
+            )
+        return t
+
+    def _attention_table(self) -> Any:
+        from rich.table import Table
+
+        t = Table(title="Attention (entropy per head, nats; normalized: / log(keys seen), 1 = uniform)",
+                  header_style="bold")
+        for col in ("module", "source", "heads", "q × k", "entropy (min–max)", "normalized (min–max)"):
+            t.add_column(col, justify="left" if col in ("module", "source") else "right")
+        for a in self.attention:
+            norm = [v for v in a.entropy_normalized if v is not None]
+            t.add_row(
+                a.path if a.call == 1 else f"{a.path}#{a.call}",
+                a.source,
+                str(a.heads),
+                f"{a.queries}×{a.keys}",
+                f"{_fmt(a.mean_entropy)} ({_fmt(min(a.entropy))}–{_fmt(max(a.entropy))})" if a.entropy else "–",
+                f"{_fmt(a.mean_entropy_normalized)} ({_fmt(min(norm))}–{_fmt(max(norm))})" if norm else "–",
+            )
+        return t
 
     def __str__(self) -> str:
         from rich.console import Console
@@ -493,6 +605,11 @@ def plot(
         fig.savefig(path, dpi=110)
         plt.close(fig)
     return fig
+
+
+def _tail(name: str, block: str) -> str:
+    """``attn.c_proj.weight`` for ``transformer.h.3.attn.c_proj.weight`` in block ``transformer.h.3``."""
+    return name[len(block) + 1:] if block and name.startswith(block + ".") else name
 
 
 def _pos(v: float | None) -> float:

@@ -18,9 +18,10 @@ from .findings import judge
 from .hooks import _needs_function_mode, _run_once
 from .params import _param_stats
 from .report import Report
-from .rows import BlockStats, CallStats
+from .rows import BlockStats, CallStats, ResidualStats
 from .snapshot import _params_untouchable, _Snapshot, flush_denormal_state
 from .statistics import _all_float, _first_float
+from .transformer import Structure, attention_stats, cached, forget, residual_stats, signature, structure
 
 __all__ = ["inspect"]
 
@@ -125,15 +126,24 @@ def inspect(
     flush_before = flush_denormal_state()
     flushed = torch.set_flush_denormal(True)  # False where the CPU cannot flush (no probe needed)
     try:
+        # Residual streams and attention: traced once (cached) where the model has code of its own — a model
+        # of torch.nn layers alone has neither (see initlab.inspect.transformer).
+        watching = function_mode and not keras
+        sig = signature(tree, params, runs_in[0][0]) if watching else None
+        found = cached(model, sig) if watching else None
         rows_runs, block_runs, grad_runs, losses = [], [], [], []
+        residual_runs: list[list[dict[str, Any]]] = []
+        attention_runs: list[list[dict[str, Any]]] = []
+        residual_note: str | None = None
         weight_sums: dict[int, tuple[Any, Any]] = {}
         for xb, tb in runs_in:
             for s in seed_list:
                 if s is not None:
                     torch.manual_seed(int(s))
                 first = not rows_runs
-                rec, grads, loss = _run_once(
-                    model, xb, loss_fn, tb, hooked, keras, params, function_mode, weights=first
+                rec, grads, loss, watch = _run_once(
+                    model, xb, loss_fn, tb, hooked, keras, params, function_mode, weights=first,
+                    watch_tokens=watching, found=found,
                 )
                 if first:
                     weight_sums = rec.weight_sums
@@ -141,13 +151,24 @@ def inspect(
                 block_runs.append(rec.blocks)
                 grad_runs.append(grads)
                 losses.append(float(loss))
+                if watch is None:
+                    continue
+                attention_runs.append(watch.attention)
+                if found is None and watch.saw_adds:
+                    found = structure(model, runs_in[0][0], sig)  # once: the adds it saw may be residual
+                if found is not None and found.sites:
+                    res, why = watch.residual_rows(found)
+                    residual_runs.append(res)
+                    residual_note = residual_note or why
+        if found is not None:
+            residual_note = found.note or residual_note
         param_stats = _param_stats(model, params, hooked, keras, grad_runs, weight_sums)
     finally:
         torch.set_flush_denormal(flush_before)
         snap.restore()
 
     rows = _average(rows_runs, "modules")
-    blocks_raw = _average(block_runs, "blocks") if block_runs[0] else []
+    blocks_raw = _average(block_runs, "blocks") if block_runs[0] and not (found and found.sites) else []
     calls = _calls(rows)
     blocks = [
         BlockStats(
@@ -162,7 +183,13 @@ def inspect(
         )
         for b in blocks_raw
     ]
-    tr = trends(calls, blocks)
+    residual: list[ResidualStats] = []
+    if residual_runs and all(residual_runs):
+        residual = residual_stats(found, _average(residual_runs, "residual adds"))  # type: ignore[arg-type]
+    elif residual_runs and found is not None:
+        forget(model)  # the next inspection traces again
+    attention = attention_stats(attention_runs)
+    tr = trends(calls, blocks, residual)
     meta = {
         "model": type(model).__name__,
         "framework": "keras" if keras else "torch",
@@ -184,17 +211,47 @@ def inspect(
         ),
         "tolerance": float(tolerance),
         "functional_activations": function_mode,
+        "residual_streams": _streams_meta(found, residual, residual_note, watching),
     }
-    report = Report(calls=calls, params=param_stats, blocks=blocks, trends=tr, findings=[], meta=meta)
+    report = Report(calls=calls, params=param_stats, blocks=blocks, trends=tr, findings=[], meta=meta,
+                    residual=residual, attention=attention)
     report.findings = judge(report, model=model, x=runs_in[0][0], recommend=recommend, tolerance=tolerance)
     return report
 
 
+def _streams_meta(found: Structure | None, residual: list[ResidualStats], note: str | None,
+                  watched: bool) -> str:
+    """How the residual statistics were read, in words (``meta["residual_streams"]``)."""
+    if not watched:
+        return "not traced: the model is built from torch.nn layers only (same-shape blocks read instead)"
+    if found is None:
+        return "not traced: the run made no add of two same-shape tensors"
+    if residual:
+        n = len({r.stream for r in residual})
+        return f"{n} stream(s), {len(residual)} residual add(s), traced (initlab.residual_streams)" + (
+            f"; note: {note}" if note else "")
+    if note:
+        return f"none measured: {note} (same-shape blocks read instead)"
+    return "the trace found no residual stream (same-shape blocks read instead)"
+
+
 def _batch_size(x: Any) -> int | None:
+    """The leading size of the first floating-point input, else of the first tensor (token ids)."""
     t = _first_float(x)
-    if t is None and isinstance(x, torch.Tensor):
-        t = x
+    if t is None:
+        t = _first_tensor(x)
     return int(t.shape[0]) if t is not None and t.dim() >= 1 else None
+
+
+def _first_tensor(x: Any) -> torch.Tensor | None:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, (dict, list, tuple)):
+        for v in x.values() if isinstance(x, dict) else x:
+            t = _first_tensor(v)
+            if t is not None:
+                return t
+    return None
 
 
 def _calls(rows: list[dict[str, Any]]) -> list[CallStats]:

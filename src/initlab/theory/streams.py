@@ -64,7 +64,8 @@ class ResidualAdd:
     kernel on the branch, in execution order (``out_proj`` last); ``shortcut_kernels``: the projection
     shortcut's kernel(s), ``()`` for an identity skip; ``placement``: ``"pre"``, ``"post"`` or ``"?"``;
     ``stream``: its stream's index; ``ms_skip``, ``ms_branch``, ``ms_out``: mean squares of the skip, the
-    branch and the sum on the example input (``None`` on the meta device).
+    branch and the sum on the example input (``None`` on the meta device); ``skip_operand``: which operand
+    of the add (0 or 1) is the skip, so a reader that meets the add again can tell skip from branch.
     """
 
     node: int
@@ -82,6 +83,7 @@ class ResidualAdd:
     ms_skip: float | None
     ms_branch: float | None
     ms_out: float | None
+    skip_operand: int = 0
 
     @property
     def ratio(self) -> float | None:
@@ -343,7 +345,7 @@ def find_streams(flow: Dataflow) -> list[ResidualStream]:
             out_proj_op=pn.op, out_proj_module=pn.module, out_bias=pn.bias or bias, out_scales=scales,
             branch_kernels=kernels, shortcut_kernels=short,
             ms_skip=None if st is None else st.ms[k], ms_branch=None if st is None else st.ms[1 - k],
-            ms_out=None if st is None else st.ms_out, _skip=skip,
+            ms_out=None if st is None else st.ms_out, skip_operand=k, _skip=skip,
         )
     residual = set(found)
     pred: dict[int, int | None] = {}
