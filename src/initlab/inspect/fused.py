@@ -68,7 +68,8 @@ def disabled() -> Iterator[None]:
 
 def takes(t: torch.Tensor | None) -> bool:
     """Whether the kernels take ``t``: they are on, and ``t`` is a non-empty contiguous float32/float64
-    tensor on the CPU whose memory holds its values as they are (no lazy negation bit)."""
+    tensor on the CPU whose memory holds its values as they are (no lazy negation bit, not a wrapper
+    such as a DTensor, whose values live in its local shard)."""
     return (
         t is not None
         and t.is_cpu
@@ -77,6 +78,7 @@ def takes(t: torch.Tensor | None) -> bool:
         and t.numel() > 0
         and t.is_contiguous()
         and not t.is_neg()  # a lazily negated view shares memory that holds the un-negated values
+        and t.data_ptr() != 0  # a wrapper subclass (a DTensor) holds no memory of its own: address 0
         and bool(_STATE.get("ok") or available())
     )
 

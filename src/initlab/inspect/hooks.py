@@ -123,8 +123,9 @@ def _run_once(
     params: list[tuple[str, torch.Tensor]],
     function_mode: bool = False,
     weights: bool = True,
+    sharded: bool = False,
 ) -> tuple[_Recorder, dict[int, float | None], torch.Tensor]:
-    rec = _Recorder(keras, weights)
+    rec = _Recorder(keras, weights, sharded)
     handles: list[Any] = []
     param_hooks: list[tuple[torch.Tensor, Any]] = []
     wrapped: list[tuple[nn.Module, Any]] = []

@@ -20,6 +20,7 @@ from .layers import LayerInfo
 from .modules import module_info
 from .registry import _get_preset, resolve_options
 from .rules import _apply_rules, _parse_rules
+from .sharded import bind_to_sharded, refuse_meta_fsdp_forward
 from .sites import Choice, ParamSite
 
 __all__ = ["plan"]
@@ -119,6 +120,7 @@ def plan(
     example_input: Any = None,
     rules: Mapping[Any, Any] | None = None,
     options: Mapping[str, Any] | None = None,
+    twin: Any = None,
 ) -> Plan:
     """Plan the initialization of every parameter of ``model`` — a dry run; :meth:`Plan.apply` does it.
 
@@ -139,7 +141,15 @@ def plan(
     ``Critical(φ, sigma_b2)`` — σ_w² with χ₁ = 1 (Poole et al. 2016, Schoenholz et al. 2017) — where φ has
     a usable critical point, and says in ``why`` what it did (or why it kept auto's usual choice).
     A parameter initlab does not understand is listed as left as is, with the reason.
+    ``twin``: an unsharded copy of ``model`` with the same parameter names, typically built under
+    ``torch.device("meta")``, planned in its place — for a model that FSDP2 has already sharded on meta,
+    whose forward pass (``auto``'s) cannot run; the plan applies to ``model`` by path. Planning before
+    ``fully_shard`` needs no twin: ``apply`` binds the sharded parameters by path.
     """
+    if twin is not None:
+        return bind_to_sharded(plan(twin, preset, example_input=example_input, rules=rules, options=options), model)
+    if example_input is not None:
+        refuse_meta_fsdp_forward(model)
     spec = _get_preset(preset)
     resolved = resolve_options(preset, options)
     if spec.needs_example_input and example_input is None:
