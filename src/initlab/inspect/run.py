@@ -101,6 +101,9 @@ def inspect(
     if not seed_list:
         raise ValueError("inspect: seeds must be None or a non-empty sequence of ints, got [].")
 
+    # FSDP2 leaves its root's unsharded parameters registered after a forward pass: start from the sharded
+    # state, so the parameters collected here (and snapshot below) are the ones that persist
+    reshard(model)
     hooked = _discover(model)
     params: list[tuple[str, torch.Tensor]] = []
     seen: set[int] = set()
