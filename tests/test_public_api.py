@@ -23,6 +23,8 @@ PUBLIC = [
     "HeUniform", "Identity", "Initializer", "KaimingNormal", "KaimingUniform", "LecunNormal", "LecunUniform", "Ones",
     "Orthogonal", "RandomNormal", "RandomUniform", "Seed", "Sparse", "TorchDefault", "TruncNormal", "TruncatedNormal",
     "VarianceScaling", "XavierNormal", "XavierUniform", "Zeros", "catalogue", "get", "register", "serialize",
+    # issue 15: counter-based fills of any shard (sharded initialization)
+    "ShardIndex", "fill_counter",
 ]  # fmt: skip
 
 # What `from <package> import name` gave before, for the module paths that became packages.

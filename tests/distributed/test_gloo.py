@@ -136,7 +136,8 @@ def scenarios(rank: int, world: int, tmp: str) -> dict:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import empty as dt_empty
 
-    res: dict = {}
+    res: dict = {"timings": {}}
+    clock = time.perf_counter()
     # 1. every catalogue initializer on DTensors of every placement (uneven, empty shards, bf16 included)
     meshes = {(world,): init_device_mesh("cpu", (world,))}
     if world == 4:
@@ -157,6 +158,7 @@ def scenarios(rank: int, world: int, tmp: str) -> dict:
         res["catalogue"] = {key: gathered[f"p{i}"] for i, (key, *_) in enumerate(params)}
         res["catalogue_rng"] = {key: plan.entries[i].rng for i, (key, *_) in enumerate(params)}
 
+    res["timings"][("catalogue", rank)] = time.perf_counter() - clock
     # 2. whole models: FSDP2, tensor parallel, FSDP2 + TP on a 2-D mesh
     kinds = [("fsdp", CFG), ("tp", CFG if world == 2 else CFG_EVEN)] + ([("2d", CFG_EVEN)] if world == 4 else [])
     for kind, cfg in kinds:
@@ -199,6 +201,7 @@ def scenarios(rank: int, world: int, tmp: str) -> dict:
         res[("forward_after_inspect", kind, rank)] = same
         if rank == 0:
             res[("report", kind)] = report.to_dict()
+        res["timings"][(kind, rank)] = time.perf_counter() - clock
 
     # 4. failures: every rank raises the same error, and no rank changed anything
     m = build_gpt(CFG, "fsdp", world)
@@ -223,6 +226,7 @@ def scenarios(rank: int, world: int, tmp: str) -> dict:
         res[("rng_torch", rank)] = None
     except ValueError as e:
         res[("rng_torch", rank)] = str(e)
+    res["timings"][("failures", rank)] = time.perf_counter() - clock
     dist.barrier()
     return res
 
@@ -233,6 +237,7 @@ def inspect_tokens(world: int) -> torch.Tensor:
 
 
 def _entry(rank: int, world: int, tmp: str) -> None:
+    started = time.perf_counter()
     import faulthandler
 
     crash_log = open(os.path.join(tmp, f"error_{rank}_crash.txt"), "w")  # noqa: SIM115 (open until exit)
@@ -244,7 +249,9 @@ def _entry(rank: int, world: int, tmp: str) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=world)
     try:
+        ready = time.perf_counter()
         out = scenarios(rank, world, tmp)
+        out["timings"][("start", rank)] = ready - started
     except BaseException:
         with open(os.path.join(tmp, f"error_{rank}.txt"), "w") as f:
             f.write(traceback.format_exc())
@@ -272,6 +279,11 @@ def results(world: int) -> tuple[dict, list[str]]:
     return run
 
 
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def _spawn(world: int) -> tuple[dict, list[str]]:
     import torch.multiprocessing as mp
 
@@ -286,19 +298,21 @@ def _spawn(world: int) -> tuple[dict, list[str]]:
             for p in ctx.processes:
                 if p.is_alive():
                     p.kill()
-            errors = "\n".join(open(os.path.join(tmp, f)).read() for f in sorted(os.listdir(tmp)) if f.startswith("error_"))
+            errors = "\n".join(_read(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp)) if f.startswith("error_"))
             raise RuntimeError(f"gloo run with {world} processes failed:\n{errors}") from err
-        merged: dict = {}
+        merged: dict = {"timings": {}}
         for r in range(world):
             with open(os.path.join(tmp, f"{r}.pkl"), "rb") as f:
-                merged.update(pickle.load(f))
+                out = pickle.load(f)
+            merged["timings"].update(out.pop("timings"))
+            merged.update(out)
         return merged, sorted(f for f in os.listdir(tmp) if f.startswith("report_"))
 
 
 # -- the single-process references ---------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def catalogue_reference(world: int) -> dict[str, torch.Tensor]:
     params = catalogue_params(world)
     plan = holder_plan([(shape, init) for _, init, shape, _, _ in params])
@@ -308,7 +322,7 @@ def catalogue_reference(world: int) -> dict[str, torch.Tensor]:
     return {key: ref.get_parameter(f"p{i}").detach() for i, (key, *_) in enumerate(params)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model_reference(cfg: GPTConfig) -> GPT:
     with torch.device("meta"):
         m = GPT(cfg)
@@ -426,7 +440,7 @@ def test_sharded_inspect_equals_single_process(world):
     assert _close(ref["meta"]["loss_value"], rep["meta"]["loss_value"], 1e-4)
     assert [f["kind"] for f in ref["findings"]] == [f["kind"] for f in rep["findings"]]
     # only rank 0 prints the report and writes files
-    assert files == ["report_fsdp_0.json", "report_tp_0.json"] + (["report_2d_0.json"] if world == 4 else [])
+    assert files == sorted(["report_fsdp_0.json", "report_tp_0.json"] + (["report_2d_0.json"] if world == 4 else []))
     assert "initlab.inspect" in got[("report_text", "fsdp", 0)] and "Layer calls" in got[("report_text", "fsdp", 0)]
     assert got[("report_text", "fsdp", 1)].strip() == f"initlab.inspect: rank 1 of {world}; rank 0 prints the report"
 

@@ -89,7 +89,7 @@ def test_counter_apply_is_all_or_nothing():
     m = _gpt()
     before = _state(m)
     p = initlab.plan(m, "torch", rules={"output.weight": Fails()})
-    with pytest.raises(RuntimeError, match="Fails failed on 'output.weight'.*Nothing was changed"):
+    with pytest.raises(RuntimeError, match=r"Fails failed on 'output\.weight'.*Nothing was changed"):
         p.apply(seed=0, rng="counter")
     after = _state(m)
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -127,7 +127,7 @@ def test_binding_errors_name_the_argument():
     wider = GPT(GPTConfig(vocab=60, dim=16, n_layers=2, n_heads=2, bias=True))
     with pytest.raises(ValueError, match=r"model: parameter 'tok_embeddings.weight' has shape \(60, 16\) but the plan"):
         p.apply(model=wider)
-    with pytest.raises(TypeError, match="model: expected the torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model: expected the torch\.nn\.Module"):
         p.apply(model="gpt")
     with pytest.raises(ValueError, match="rng: expected 'torch', 'counter' or None"):
         p.apply(rng="philox")

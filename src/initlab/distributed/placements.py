@@ -34,12 +34,10 @@ def is_dtensor(t: Any) -> bool:
 
 
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
-    """The tensor whose memory holds this rank's values: a DTensor's local shard (FSDP2: the unpadded view
-    into its padded storage, so writes reach the buffers its all-gather reads), else ``t`` itself,
-    detached. Write into it under ``torch.no_grad()``."""
-    if is_dtensor(t):
-        return t.to_local()
-    return t.detach()
+    """The tensor whose memory holds this rank's values, detached: a DTensor's local shard (FSDP2: the
+    unpadded view into its padded storage, so writes reach the buffers its all-gather reads), else ``t``
+    itself."""
+    return (t.to_local() if is_dtensor(t) else t).detach()
 
 
 def _strided_positions(n: int, split_factor: int, num_chunks: int, rank: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ Module names follow torchtitan's layout — ``tok_embeddings``, ``layers.<i>.att
 >>> with torch.device("meta"):
 ...     m = GPT(GPTConfig(vocab=256, dim=64, n_layers=2, n_heads=4))
 >>> sum(p.numel() for p in m.parameters())
-131328
+131392
 >>> n_params(CONFIGS["1.3b"]), n_params(CONFIGS["70b"])
 (1339131904, 68976648192)
 """

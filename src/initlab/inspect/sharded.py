@@ -76,7 +76,7 @@ class Sharding:
 
     def note(self) -> str:
         if self.data_parallel:
-            return (f"data parallel over {self.world} ranks: activation and gradient statistics summed over "
+            return (f"data parallel over {self.world} rank{'s' if self.world > 1 else ''}: activation and gradient statistics summed over "
                     "every rank's batch shard; cosine from rank 0's first inputs")
         return (f"{self.world} ranks with tensor parallelism: activation statistics are rank 0's local tensors "
                 "(features are sharded); parameter statistics cover every shard")
