@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python tools/check_lock.py $(LOCK)
-	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -n 2 tests
 
 # The suite against the newest releases the ranges in pyproject.toml admit (torch stays 2.13.0): drift
 # shows up here before users see it. Always a fresh venv; prints the versions it tested.

@@ -5,8 +5,14 @@ One spawn per world size runs every scenario (starting a process — importing t
 its own checks. The parent, which has no process group, is the single process the issue compares with:
 it builds the same models and plans and applies them with ``rng="counter"``, and the sharded results
 must equal those **bit for bit** (statistics: within float tolerance — sums over another split of the
-batch round differently). The tests of this module run in one pytest-xdist worker, one after the other
-(``xdist_group``, with ``--dist loadgroup`` as ``make test`` passes), so the spawns never overlap.
+batch round differently).
+
+Under pytest-xdist (``make test`` runs two workers) the tests of this module may land on both workers.
+The spawns are shared through the session's common temporary directory: under an exclusive file lock,
+the first worker to need a world size runs it and pickles the results, the other reads them, so each
+world size is spawned once per session and two spawns never run at once. (``xdist_group`` would keep
+the module on one worker, but pytest-xdist 3.8's ``--dist loadgroup`` does not group under pytest 9.2,
+which no longer reads the node id it rewrites.)
 
 Processes rendezvous through a FileStore in a temporary directory and gloo talks over loopback only
 (``GLOO_SOCKET_IFNAME=lo``): nothing leaves the machine. A spawn that hangs is killed after
@@ -32,10 +38,8 @@ import initlab
 from initlab.experiments.gpt import GPT, GPTConfig, tp_plan
 from tests._sharding import CASES, WHOLE, Holder, holder_plan
 
-pytestmark = [
-    pytest.mark.xdist_group("gloo"),
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="loopback gloo rendezvous set up for Linux"),
-]
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="loopback gloo rendezvous and the file lock are set up for Linux")
 
 TIMEOUT = 300
 SEED = 1234
@@ -262,21 +266,46 @@ def _entry(rank: int, world: int, tmp: str) -> None:
         pickle.dump(out, f)
 
 
-_RUNS: dict[int, tuple[dict, list[str]] | BaseException] = {}
+_RUNS: dict[int, tuple[dict, list[str]]] = {}
 
 
-def results(world: int) -> tuple[dict, list[str]]:
-    """Every rank's results merged (rank 0's tensors), and the files the ranks wrote — from one spawn per
-    world size; a failed spawn fails every test that needs it, without spawning again."""
-    if world not in _RUNS:
-        try:
-            _RUNS[world] = _spawn(world)
-        except Exception as err:
-            _RUNS[world] = err
-    run = _RUNS[world]
-    if isinstance(run, BaseException):
-        raise run
-    return run
+@pytest.fixture(scope="session")
+def gloo(tmp_path_factory):
+    """``gloo(world)``: every rank's results merged (rank 0's tensors) and the files the ranks wrote, from
+    one spawn per world size and session (see the module docstring); a failed spawn fails every test
+    that needs it, with its ranks' tracebacks, without spawning again."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the session's workers
+
+    def get(world: int) -> tuple[dict, list[str]]:
+        if world not in _RUNS:
+            _RUNS[world] = _shared_run(root, world)
+        return _RUNS[world]
+
+    return get
+
+
+def _shared_run(root, world: int) -> tuple[dict, list[str]]:
+    import fcntl
+
+    done = root / f"gloo_{world}.pkl"
+    with open(root / "gloo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one spawn at a time, each world size once
+        if not done.exists():
+            try:
+                outcome = ("ok", _spawn(world))
+            except Exception as err:
+                outcome = ("error", f"{type(err).__name__}: {err}")
+            tmp = done.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                pickle.dump(outcome, f)
+            tmp.rename(done)
+        with open(done, "rb") as f:
+            status, value = pickle.load(f)
+    if status == "error":
+        raise RuntimeError(value)
+    return value
 
 
 def _read(path: str) -> str:
@@ -341,8 +370,8 @@ KINDS = [(2, "fsdp"), (2, "tp"), (4, "fsdp"), (4, "tp"), (4, "2d")]
 
 
 @pytest.mark.parametrize("world", [2, 4])
-def test_every_catalogue_initializer_is_bit_identical_across_shardings(world):
-    got, _ = results(world)
+def test_every_catalogue_initializer_is_bit_identical_across_shardings(gloo, world):
+    got, _ = gloo(world)
     ref = catalogue_reference(world)
     assert set(got["catalogue"]) == set(ref)
     bad = [key for key in ref if not torch.equal(got["catalogue"][key], ref[key])]
@@ -356,8 +385,8 @@ def test_every_catalogue_initializer_is_bit_identical_across_shardings(world):
 
 
 @pytest.mark.parametrize("world,kind", KINDS)
-def test_sharded_gpt_equals_single_process(world, kind):
-    got, _ = results(world)
+def test_sharded_gpt_equals_single_process(gloo, world, kind):
+    got, _ = gloo(world)
     ref = dict(model_reference(_cfg(kind, world)).named_parameters())
     st = got[("model", kind)]
     assert set(st) == set(ref)
@@ -371,8 +400,8 @@ def test_sharded_gpt_equals_single_process(world, kind):
 
 
 @pytest.mark.parametrize("world,kind", KINDS)
-def test_forward_uses_the_filled_values(world, kind):
-    got, _ = results(world)
+def test_forward_uses_the_filled_values(gloo, world, kind):
+    got, _ = gloo(world)
     with torch.no_grad():
         ref = model_reference(_cfg(kind, world))(TOKENS)
     torch.testing.assert_close(got[("forward", kind)], ref, rtol=1e-5, atol=1e-5)
@@ -380,16 +409,16 @@ def test_forward_uses_the_filled_values(world, kind):
 
 
 @pytest.mark.parametrize("world", [2, 4])
-def test_meta_fsdp_model_asks_for_a_twin(world):
-    got, _ = results(world)
+def test_meta_fsdp_model_asks_for_a_twin(gloo, world):
+    got, _ = gloo(world)
     msg = got[("no_twin", "fsdp")]
     assert msg is not None and "FSDP2 refuses a forward pass there" in msg and "twin=" in msg
 
 
 @pytest.mark.parametrize("world", [2, 4])
 @pytest.mark.parametrize("where", ["describe", "fill"])
-def test_a_failing_initializer_changes_nothing_on_any_rank(world, where):
-    got, _ = results(world)
+def test_a_failing_initializer_changes_nothing_on_any_rank(gloo, world, where):
+    got, _ = gloo(world)
     outcomes = [got[("fail", where, r)] for r in range(world)]
     assert all(o["unchanged"] for o in outcomes)
     msgs = {o["msg"] for o in outcomes}
@@ -401,8 +430,8 @@ def test_a_failing_initializer_changes_nothing_on_any_rank(world, where):
 
 
 @pytest.mark.parametrize("world", [2, 4])
-def test_torch_rng_is_refused_on_dtensors(world):
-    got, _ = results(world)
+def test_torch_rng_is_refused_on_dtensors(gloo, world):
+    got, _ = gloo(world)
     msgs = {got[("rng_torch", r)] for r in range(world)}
     assert len(msgs) == 1 and "rng: 'torch' cannot fill DTensor parameters reproducibly" in msgs.pop()
 
@@ -416,11 +445,11 @@ def _close(a, b, rel: float) -> bool:
 
 
 @pytest.mark.parametrize("world", [2, 4])
-def test_sharded_inspect_equals_single_process(world):
+def test_sharded_inspect_equals_single_process(gloo, world):
     """FSDP2 is data parallel: the report over every rank's shard equals one process's on the whole batch.
     Tolerance 1e-4 relative: float32 forwards of 64-input shards and of the whole batch round differently
     (GEMM blocking), ~1e-6; sums over ranks in float64 add nothing."""
-    got, files = results(world)
+    got, files = gloo(world)
     with torch.no_grad():
         ref = initlab.inspect(model_reference(CFG), inspect_tokens(world), recommend=False).to_dict()
     rep = got[("report", "fsdp")]
@@ -446,8 +475,8 @@ def test_sharded_inspect_equals_single_process(world):
 
 
 @pytest.mark.parametrize("world,kind", [(2, "tp"), (4, "tp"), (4, "2d")])
-def test_tensor_parallel_inspect_has_exact_parameter_statistics(world, kind):
-    got, _ = results(world)
+def test_tensor_parallel_inspect_has_exact_parameter_statistics(gloo, world, kind):
+    got, _ = gloo(world)
     rep = got[("report", kind)]
     ref = initlab.inspect(model_reference(_cfg(kind, world)), inspect_tokens(1), recommend=False).to_dict()
     for a, b in zip(ref["params"], rep["params"], strict=True):
