@@ -71,10 +71,14 @@ def test_implementations_agree_with_a_plain_python_philox(stream):
     for a, b in zip(got["numba"], got["torch"], strict=True):
         assert torch.equal(a, b)
     u53, u24, y24, keys = got["numba"]
+    u52 = counter.u53(bases, 2, 9, SEED, stream, open_interval=True)
+    with counter.torch_ops():
+        assert torch.equal(u52, counter.u53(bases, 2, 9, SEED, stream, open_interval=True))
     for r, b in enumerate(bases.tolist()):
         for j in range(7):
             w0, w1, _, _ = _reference_words(b + 2 + j, SEED, stream)
             assert u53[r, j].item() == (((w0 >> 5) << 26) | (w1 >> 6)) * 2.0**-53
+            assert u52[r, j].item() == ((((w0 >> 6) << 26) | (w1 >> 6)) + 0.5) * 2.0**-52
             assert u24[r, j].item() == (w0 >> 8) * 2.0**-24
             assert y24[r, j].item() == (2 * (w0 >> 8) + 1 - 2**24) * 2.0**-24
             assert keys[r, j].item() == ((w0 >> 1) << 32) | w1

@@ -68,23 +68,21 @@ def any_rank(flag: bool) -> bool:
 
 def all_reduce_sum(vec: torch.Tensor) -> torch.Tensor:
     """``vec`` summed over every rank (one ``all_reduce``), as a new tensor on ``vec``'s device."""
-    if not active():
-        return vec.clone()
-    import torch.distributed as dist
-
-    t = vec.to(_device(), copy=True)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.to(vec.device)
+    return _all_reduce(vec, "SUM")
 
 
 def all_reduce_max(vec: torch.Tensor) -> torch.Tensor:
     """``vec``'s elementwise maximum over every rank (one ``all_reduce``), as a new tensor."""
+    return _all_reduce(vec, "MAX")
+
+
+def _all_reduce(vec: torch.Tensor, op: str) -> torch.Tensor:
     if not active():
         return vec.clone()
     import torch.distributed as dist
 
     t = vec.to(_device(), copy=True)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
     return t.to(vec.device)
 
 

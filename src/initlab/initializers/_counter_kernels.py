@@ -44,40 +44,34 @@ def _words(i, stream, k0, k1):  # pragma: no cover - compiled
 
 
 @_jit
-def u53(bases, j0, j1, k0, k1, stream, half):  # pragma: no cover - compiled
+def u53(bases, j0, j1, k0, k1, stream, open_interval):  # pragma: no cover - compiled
+    """float64 uniforms: 53 bits on [0, 1), or 52 bits plus one half on (0, 1) — both exact in float64."""
     n = j1 - j0
     out = np.empty(bases.size * n, dtype=np.float64)
     for r in range(bases.size):
         b = bases[r] + j0
         for j in range(n):
             w0, w1, _, _ = _words(b + j, stream, k0, k1)
-            k53 = (np.uint64(w0 >> np.uint32(5)) << np.uint64(26)) | np.uint64(w1 >> np.uint32(6))
-            out[r * n + j] = (np.float64(k53) + half) * 1.1102230246251565e-16  # 2⁻⁵³
+            if open_interval:
+                k52 = (np.uint64(w0 >> np.uint32(6)) << np.uint64(26)) | np.uint64(w1 >> np.uint32(6))
+                out[r * n + j] = (np.float64(k52) + 0.5) * 2.220446049250313e-16  # 2⁻⁵²
+            else:
+                k53 = (np.uint64(w0 >> np.uint32(5)) << np.uint64(26)) | np.uint64(w1 >> np.uint32(6))
+                out[r * n + j] = np.float64(k53) * 1.1102230246251565e-16  # 2⁻⁵³
     return out
 
 
 @_jit
-def u24(bases, j0, j1, k0, k1, stream):  # pragma: no cover - compiled
+def f24(bases, j0, j1, k0, k1, stream, symmetric):  # pragma: no cover - compiled
+    """float32 from the top 24 bits of w0: k·2⁻²⁴ on [0, 1), or the odd grid (2k + 1 − 2²⁴)·2⁻²⁴ on (−1, 1)."""
     n = j1 - j0
     out = np.empty(bases.size * n, dtype=np.float32)
     for r in range(bases.size):
         b = bases[r] + j0
         for j in range(n):
             w0, _, _, _ = _words(b + j, stream, k0, k1)
-            out[r * n + j] = np.float32(w0 >> np.uint32(8)) * np.float32(5.9604644775390625e-08)  # 2⁻²⁴
-    return out
-
-
-@_jit
-def y24(bases, j0, j1, k0, k1, stream):  # pragma: no cover - compiled
-    n = j1 - j0
-    out = np.empty(bases.size * n, dtype=np.float32)
-    for r in range(bases.size):
-        b = bases[r] + j0
-        for j in range(n):
-            w0, _, _, _ = _words(b + j, stream, k0, k1)
-            odd = np.int64(w0 >> np.uint32(8)) * 2 + 1 - 16777216
-            out[r * n + j] = np.float32(odd) * np.float32(5.9604644775390625e-08)
+            k = np.int64(w0 >> np.uint32(8))
+            out[r * n + j] = np.float32(2 * k + 1 - 16777216 if symmetric else k) * np.float32(5.9604644775390625e-08)
     return out
 
 

@@ -17,7 +17,8 @@ Bits to numbers (one Philox call per element; every conversion exact):
 
 - ``u24``: float32 uniform on [0, 1): ``(w0 >> 8)·2⁻²⁴`` (torch's own float32 recipe);
 - ``u53``: float64 uniform on [0, 1): ``((w0 >> 5)·2²⁶ + (w1 >> 6))·2⁻⁵³`` (MT19937's ``genrand_res53``);
-  ``open_interval`` adds 2⁻⁵⁴, giving (0, 1) for inverse CDFs;
+  with ``open_interval``, on (0, 1) for inverse CDFs: ``((w0 >> 6)·2²⁶ + (w1 >> 6) + ½)·2⁻⁵²`` — 52 bits,
+  so that adding the half stays exact (with 53 bits the largest draw would round up to 1);
 - ``y24``: float32 on (−1, 1): ``(2·(w0 >> 8) + 1 − 2²⁴)·2⁻²⁴``, the midpoints of a 2²⁴-cell grid —
   symmetric, never 0 or ±1: the argument of ``erfinv`` for a float32 normal (|√2·erfinv(y)| ≤ 5.42);
 - ``keys``: 63 random bits ``(w0 >> 1)·2³² + w1`` as int64 (sort keys).
@@ -37,12 +38,12 @@ torch 2.13 has no CPU shifts for uint32/uint64, so the torch ops hold each 32-bi
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
+
+from .compiled import switch_on, switched_off
 
 __all__ = [
     "KAT",
@@ -139,42 +140,22 @@ def _words(bases: torch.Tensor, j0: int, j1: int, key: tuple[int, int], stream: 
 # -- the switch between numba kernels and torch ops --------------------------------------------------
 
 _STATE: dict[str, Any] = {}
-_SWITCH = {"1": True, "on": True, "true": True, "yes": True, "0": False, "off": False, "false": False, "no": False}
+
+
+def _load() -> Any:
+    from . import _counter_kernels  # ImportError without numba
+
+    return _counter_kernels
 
 
 def available() -> bool:
     """Whether the numba kernels can be used (numba importable and ``INITLAB_COUNTER_NUMBA`` not off)."""
-    if "ok" not in _STATE:
-        value = os.environ.get("INITLAB_COUNTER_NUMBA", "1").strip().lower()
-        if value not in _SWITCH:
-            raise ValueError(
-                f"environment variable INITLAB_COUNTER_NUMBA: expected 1/on to use the compiled counter "
-                f"kernels or 0/off to use torch ops, got {value!r}."
-            )
-        ok = _SWITCH[value]
-        if ok:
-            try:
-                from . import _counter_kernels
-
-                _STATE["kernels"] = _counter_kernels
-            except ImportError:
-                ok = False
-        _STATE["ok"] = ok
-    return bool(_STATE["ok"])
+    return switch_on(_STATE, "INITLAB_COUNTER_NUMBA", _load, "the compiled counter kernels")
 
 
-@contextmanager
-def torch_ops() -> Iterator[None]:
+def torch_ops() -> AbstractContextManager[None]:
     """Run a block on the torch-ops implementation (the CUDA path) even where numba is installed."""
-    was = _STATE.get("ok")
-    _STATE["ok"] = False
-    try:
-        yield
-    finally:
-        if was is None:
-            _STATE.pop("ok", None)
-        else:
-            _STATE["ok"] = was
+    return switched_off(_STATE)
 
 
 def backend(device: torch.device | str = "cpu") -> str:
@@ -197,11 +178,12 @@ def u53(bases: torch.Tensor, j0: int, j1: int, seed: int, stream: int = STREAM_V
     key, n = _key(seed), j1 - j0
     k = _kernels(bases)
     if k is not None:
-        return torch.from_numpy(k.u53(bases.numpy(), j0, j1, *key, stream, 0.5 if open_interval else 0.0)).view(-1, n)
+        return torch.from_numpy(k.u53(bases.numpy(), j0, j1, *key, stream, open_interval)).view(-1, n)
     w0, w1 = _words(bases, j0, j1, key, stream, 2)
-    u = (w0 >> 5).bitwise_left_shift_(26).bitwise_or_(w1 >> 6).to(torch.float64)
     if open_interval:
-        u.add_(0.5)
+        u = (w0 >> 6).bitwise_left_shift_(26).bitwise_or_(w1 >> 6).to(torch.float64)
+        return u.add_(0.5).mul_(2.0**-52).view(-1, n)
+    u = (w0 >> 5).bitwise_left_shift_(26).bitwise_or_(w1 >> 6).to(torch.float64)
     return u.mul_(2.0**-53).view(-1, n)
 
 
@@ -210,7 +192,7 @@ def u24(bases: torch.Tensor, j0: int, j1: int, seed: int, stream: int = STREAM_V
     key, n = _key(seed), j1 - j0
     k = _kernels(bases)
     if k is not None:
-        return torch.from_numpy(k.u24(bases.numpy(), j0, j1, *key, stream)).view(-1, n)
+        return torch.from_numpy(k.f24(bases.numpy(), j0, j1, *key, stream, False)).view(-1, n)
     (w0,) = _words(bases, j0, j1, key, stream, 1)
     return (w0 >> 8).to(torch.float32).mul_(2.0**-24).view(-1, n)
 
@@ -221,7 +203,7 @@ def y24(bases: torch.Tensor, j0: int, j1: int, seed: int, stream: int = STREAM_V
     key, n = _key(seed), j1 - j0
     k = _kernels(bases)
     if k is not None:
-        return torch.from_numpy(k.y24(bases.numpy(), j0, j1, *key, stream)).view(-1, n)
+        return torch.from_numpy(k.f24(bases.numpy(), j0, j1, *key, stream, True)).view(-1, n)
     (w0,) = _words(bases, j0, j1, key, stream, 1)
     return (w0 >> 8).mul_(2).add_(1 - (1 << 24)).to(torch.float32).mul_(2.0**-24).view(-1, n)
 
