@@ -11,7 +11,7 @@ import pytest
 
 import initlab
 
-# initlab.__all__ before the layout change (issue 13), in order: what `from initlab import *` gives.
+# initlab.__all__ before the layout change (issue 13), in order: what `from initlab import *` gave.
 PUBLIC = [
     "LAYOUTS", "Activation", "Description", "Fans", "activation", "describe", "fans", "gain", "known_activations",
     "Plan", "PlanEntry", "plan", "register_preset",
@@ -23,8 +23,11 @@ PUBLIC = [
     "HeUniform", "Identity", "Initializer", "KaimingNormal", "KaimingUniform", "LecunNormal", "LecunUniform", "Ones",
     "Orthogonal", "RandomNormal", "RandomUniform", "Seed", "Sparse", "TorchDefault", "TruncNormal", "TruncatedNormal",
     "VarianceScaling", "XavierNormal", "XavierUniform", "Zeros", "catalogue", "get", "register", "serialize",
-    # issue 15: counter-based fills of any shard (sharded initialization)
-    "ShardIndex", "fill_counter",
+]  # fmt: skip
+# Appended since, in order.
+PUBLIC += [
+    "ModelTrace", "ParamReading", "ResidualAdd", "ResidualStream", "residual_streams", "trace_model",  # issue 14
+    "ShardIndex", "fill_counter",  # issue 15: counter-based fills of any shard (sharded initialization)
 ]  # fmt: skip
 
 # What `from <package> import name` gave before, for the module paths that became packages.
@@ -34,7 +37,7 @@ PACKAGE_NAMES = {
         "correlation_map", "critical", "critical_point", "depth_scales", "expectation", "fixed_point",
         "predict_std", "variance_map",
     ],
-    "initlab.plan": ["Plan", "PlanEntry", "plan"],
+    "initlab.plan": ["Plan", "PlanEntry", "plan", "ModelTrace", "ParamReading", "trace_model"],
     "initlab.plan.presets": [  # was initlab.presets
         "AUTO_OPTIONS", "PRESETS", "ParamSite", "PostStep", "PresetContext", "PresetOption", "PresetSpec",
         "preset_names", "preset_options", "register_preset",

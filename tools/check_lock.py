@@ -28,7 +28,7 @@ _NOT_LOCKED = {"initlab", "pip"}
 # Requirements that no lock can satisfy here, with the reason (tools/lock-overrides.txt removes them).
 ABSENT_ON_PURPOSE = {
     "torchvision": "PyPI's torchvision wheels for x86-64 link CUDA torch and fail to import beside "
-    "torch==2.13.0+cpu; timm's model code needs none of it (tests/conftest.py), and mup does not import it",
+    "torch==2.13.0+cpu; timm's model code needs none of it beyond what tests/zoo.py provides, and mup does not import it",
 }
 
 

@@ -30,9 +30,11 @@ from .inspect.report import Report, plot
 from .inspect.run import inspect
 from .plan import Plan, PlanEntry, plan
 from .plan.presets import register_preset
+from .plan.trace import ModelTrace, ParamReading, trace_model
 from .theory.critical_init import Critical
 from .theory.lsuv import LSUVResult, lsuv
 from .theory.residual import find_residual_branches, residual_init
+from .theory.streams import ResidualAdd, ResidualStream, residual_streams
 
 __all__ = [
     # catalogue: fans, gains, describe (plus every initializer class and get/serialize below)
@@ -77,6 +79,13 @@ __all__ = [
     "tutorial_node",
     "tutorial_table",
     *_init_all,
+    # reading a model from one forward pass (issue 14): each parameter's role, the residual streams
+    "ModelTrace",
+    "ParamReading",
+    "ResidualAdd",
+    "ResidualStream",
+    "residual_streams",
+    "trace_model",
     # sharded initialization (issue 15): counter-based fills of any block of a tensor
     "ShardIndex",
     "fill_counter",

@@ -116,6 +116,9 @@ def test_attention_branch_uses_out_proj():
     model = nn.Sequential(PreLN(), PreLN())
     found = initlab.find_residual_branches(model)
     assert [b.last_layer_name for b in found] == ["0.attn.out_proj", "1.attn.out_proj"]
+    # the same from a forward pass (multi_head_attention_forward's out_proj_weight is the branch's last kernel)
+    by_run = initlab.find_residual_branches(model, example_input=torch.randn(2, 5, W))
+    assert [b.last_layer_name for b in by_run] == ["0.attn.out_proj", "1.attn.out_proj"]
     initlab.residual_init(model, "zero")
     x = torch.randn(2, 5, W)
     with torch.no_grad():

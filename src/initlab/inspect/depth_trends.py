@@ -17,8 +17,23 @@ _RESIDUAL_CORRELATION = 0.2  # corr(in, out) above this marks a same-shape block
 _GAP_FLOOR = 1e-12  # 1 − cosine below this is float64 round-off of identical vectors
 
 
-def _fit(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    """Slope and its standard error of log(v_ℓ) on ℓ over the finite positive entries."""
+def _fit(values: Sequence[float | None], ito: float = 0.0) -> tuple[float | None, float | None]:
+    """Slope of log(v_ℓ) on ℓ over the finite positive entries, and its standard error.
+
+    At finite width a signal's log-norm is not a line plus independent noise but a random walk: each
+    layer multiplies it by an independent random factor (for ReLU, log‖z_ℓ‖² takes steps of variance
+    ≈ 5/(4n); Hanin 2018, Hanin & Rolnick 2018). The ordinary least-squares error, which assumes
+    independent residuals, then understates the slope's uncertainty by a factor that grows with depth.
+    So the error is the larger of the OLS one and the random-walk one, s·√(6/(5m)) for m points whose
+    consecutive steps have spread s (the variance of an OLS slope fitted to a random walk). s is the
+    median absolute deviation of the steps (×1.4826, the sd for Gaussian steps), so that one odd step —
+    a readout whose bias dominates its output — does not pass for layer-to-layer noise.
+
+    ``ito`` (±1, or 0 for none) removes the bias that the noise puts into a log-scale slope: a layer
+    that keeps E[‖z‖²] exactly (He's law) still shrinks E[log ‖z‖] by half the variance of its log-factor
+    (Jensen), i.e. by s² per layer on the log of a norm whose steps have spread s. Forward signals drift
+    down along ℓ (``ito=+1`` adds s² back); gradients, whose noise enters going backward, drift up along
+    ℓ (``ito=-1``). Without it a correctly scaled ReLU net of width 64 reads as vanishing by depth 100."""
     pts = [(i, math.log(v)) for i, v in enumerate(values) if v is not None and math.isfinite(v) and v > 0]
     if len(pts) < 2:
         return None, None
@@ -27,11 +42,15 @@ def _fit(values: Sequence[float | None]) -> tuple[float | None, float | None]:
     xc = xs - xs.mean()
     sxx = float(xc @ xc)
     slope = float(xc @ (ys - ys.mean())) / sxx
-    if len(pts) > 2:
-        resid = ys - ys.mean() - slope * xc
-        se = math.sqrt(float(resid @ resid) / (len(pts) - 2) / sxx)
-    else:
-        se = 0.0
+    if len(pts) <= 2:
+        return slope, 0.0
+    resid = ys - ys.mean() - slope * xc
+    se = math.sqrt(float(resid @ resid) / (len(pts) - 2) / sxx)
+    steps = np.diff(ys) / np.diff(xs)  # per-layer steps (gaps from skipped entries spread evenly)
+    if steps.size >= 2:
+        spread = 1.4826 * float(np.median(np.abs(steps - np.median(steps))))
+        se = max(se, spread * math.sqrt(6.0 / (5.0 * len(pts))))
+        slope += ito * spread * spread
     return slope, se
 
 
@@ -40,8 +59,8 @@ def trends(calls: list[CallStats], blocks: list[BlockStats]) -> Trends:
     layers = [c for c in calls if c.kind == "layer"]
     z = [c.z_std for c in layers]
     g = [c.grad_norm for c in layers]
-    zs, zse = _fit(z)
-    gs, gse = _fit(g)
+    zs, zse = _fit(z, ito=+1.0)
+    gs, gse = _fit(g, ito=-1.0)
     dz = None
     if len(layers) >= 2 and g[0] is not None and g[-1] is not None:
         dz = (

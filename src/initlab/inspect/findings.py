@@ -6,7 +6,9 @@ calls and a tolerance factor τ (default 10):
 
 * **vanishing / exploding gradients** — the backward growth per layer ρ_g (fit of log ‖dL/dz_ℓ‖ on ℓ)
   compounds to ρ_g^(L−1), and the measured ratio ‖dL/dz₁‖/‖dL/dz_L‖ agrees: both below 1/τ is
-  vanishing, both above τ exploding (Glorot & Bengio 2010; He et al. 2015, eq. 13). A non-finite
+  vanishing, both above τ exploding (Glorot & Bengio 2010; He et al. 2015, eq. 13) — provided the fitted
+  rate is 3 standard errors from 1, with the error and drift of a random walk (finite-width noise:
+  ``depth_trends._fit``), so the fluctuation of a correctly scaled narrow net is not a trend. A non-finite
   gradient anywhere is exploding; a gradient of exactly 0 below a non-zero last layer is vanishing
   (it fell below float range).
 * **vanishing / exploding activations** — the same on std(z_ℓ): the forward rate ρ_z^(L−1) and the
@@ -67,6 +69,11 @@ FINDING_KINDS = (
 )
 
 SATURATION_EXCESS = 0.2
+#: Standard errors by which a per-layer growth rate must differ from 1 before the vanishing/exploding
+#: rules consider it: 3 keeps finite-width fluctuation of a correctly scaled deep net (He-initialized
+#: ReLU, depth 100–200 at width 64) from being called a trend, while a wrong scale (default init, ×0.41
+#: per layer) stands ~30 errors out.
+SIGNIFICANCE = 3.0
 _SIGMOID_NOTE = (
     " A deep sigmoid net has no healthy variance scale alone: σ's mean ½ reaches the next layer as a"
     " per-unit offset W·½ (saturation) and σ' ≤ ¼ shrinks the gradient; the fix centres every unit"
@@ -140,10 +147,11 @@ def _cum(rate: float | None, depth: int) -> float | None:
 
 
 def _significant(rate: float | None, se: float | None) -> bool:
-    """The fitted slope differs from 0 by more than two standard errors."""
+    """The fitted slope differs from 0 by more than :data:`SIGNIFICANCE` standard errors (the error of
+    a random walk's slope where layers add independent noise: see ``depth_trends._fit``)."""
     if rate is None or rate <= 0:
         return False
-    return abs(math.log(rate)) > 2 * (se or 0.0)
+    return abs(math.log(rate)) > SIGNIFICANCE * (se or 0.0)
 
 
 def _signal_findings(

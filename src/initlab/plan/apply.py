@@ -28,7 +28,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -46,6 +46,10 @@ from ..initializers.shard_index import ShardIndex
 from .labels import _fmt, _init_label
 from .sharded import apply_sharded, pinned_threads
 from .sites import PostStep
+
+if TYPE_CHECKING:
+    from ..theory.streams import ResidualStream
+    from .trace import ModelTrace
 
 __all__ = ["Plan", "PlanEntry", "entry_seed"]
 
@@ -86,6 +90,7 @@ class PlanEntry:
     description: Description | None = None
     fixed: bool = False
     rng: str | None = None
+    aliases: tuple[str, ...] = ()
 
     @property
     def low(self) -> float | None:
@@ -123,6 +128,7 @@ class PlanEntry:
             "module_type": self.module_type,
             "role": self.role,
             "rng": self.rng,
+            "aliases": list(self.aliases),
         }
 
 
@@ -130,7 +136,9 @@ class PlanEntry:
 class Plan:
     """The dry run of initializing ``model`` with ``preset`` (and ``rules``): see :func:`plan`.
 
-    ``options``: the preset options the call gave (checked; defaults not repeated)."""
+    ``options``: the preset options the call gave (checked; defaults not repeated). ``trace``: what one
+    forward pass on ``example_input`` said about the model (:class:`~initlab.plan.trace.ModelTrace`), or
+    ``None`` when the plan was made without one; :attr:`residual` its residual streams."""
 
     model: Any
     preset: str
@@ -141,6 +149,13 @@ class Plan:
     options: dict[str, Any] = field(default_factory=dict)
     #: How the last :meth:`apply` drew the values (``None`` before): seed, rng, ranks, entries per rng.
     applied: dict[str, Any] | None = None
+    trace: ModelTrace | None = field(default=None, repr=False)
+
+    @property
+    def residual(self) -> list[ResidualStream] | None:
+        """The residual streams found on ``example_input`` (:class:`~initlab.theory.streams.ResidualStream`:
+        each add's output projection, N, the blocks, pre/post-LN); ``None`` when the plan ran no example input."""
+        return None if self.trace is None else self.trace.streams
 
     def _preset_label(self) -> str:
         if not self.options:
@@ -163,8 +178,12 @@ class Plan:
         return iter(self.entries)
 
     def __getitem__(self, path: str) -> PlanEntry:
+        """The entry of ``path``; a tied tensor's other names give its one entry."""
         for e in self.entries:
             if e.path == path:
+                return e
+        for e in self.entries:
+            if e.part is None and path in e.aliases:
                 return e
         raise KeyError(f"path: no entry {path!r} in this plan; entries are e.g. "
                        f"{', '.join(repr(e.path) for e in self.entries[:4])}.")

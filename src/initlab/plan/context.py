@@ -4,7 +4,7 @@ options) and what it records (choices, post steps, notes); see :mod:`initlab.pla
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -15,6 +15,10 @@ from .layers import Part
 from .registry import _get_preset, resolve_options
 from .sites import Choice, Follow, ParamSite, PostStep
 
+if TYPE_CHECKING:
+    from ..theory.streams import ResidualStream
+    from .trace import ModelTrace
+
 __all__ = ["PresetContext"]
 
 
@@ -22,8 +26,9 @@ class PresetContext:
     """What a preset function sees and records; see the module docstring for the protocol."""
 
     def __init__(self, model: Any, sites: list[ParamSite], *, preset: str, example_input: Any = None,
-                 options: Mapping[str, Any] | None = None) -> None:
+                 options: Mapping[str, Any] | None = None, trace: ModelTrace | None = None) -> None:
         self.model = model
+        self._trace = trace
         self.sites = sites
         self.preset = preset
         self.example_input = example_input
@@ -40,6 +45,33 @@ class PresetContext:
     @property
     def known_sites(self) -> list[ParamSite]:
         return [s for s in self.sites if s.known]
+
+    @property
+    def trace(self) -> ModelTrace:
+        """What one forward pass on ``example_input`` says about the model (:class:`~initlab.plan.trace.ModelTrace`:
+        every parameter's reading, the residual streams); :func:`initlab.plan` records it whenever it is given
+        ``example_input``. Raises ``ValueError`` naming ``example_input`` when there is none."""
+        if self._trace is None:
+            if self.example_input is None:
+                raise ValueError(f"example_input: preset {self.preset!r} reads the model's forward pass (its residual "
+                                 "streams, the op that uses each parameter); pass example_input=<a batch>.")
+            from .trace import trace_model
+
+            self._trace = trace_model(self.model, self.example_input)
+        return self._trace
+
+    @property
+    def residual_streams(self) -> list[ResidualStream]:
+        """The model's residual streams (:func:`initlab.theory.streams.find_streams`), from :attr:`trace`."""
+        return self.trace.streams
+
+    def site(self, path: str) -> ParamSite:
+        """The site of parameter ``path`` — any of a tied tensor's names."""
+        for s in self.sites:
+            if s.path == path or path in s.aliases:
+                return s
+        raise KeyError(f"path: no parameter {path!r} in the model; paths look like "
+                       f"{', '.join(repr(s.path) for s in self.sites[:3])}.")
 
     def set(
         self,
@@ -114,8 +146,11 @@ class PresetContext:
             raise ValueError(f"site: {site.path!r} belongs to no known layer.")
         if layer.framework == "keras":
             return _keras_follow(layer)
+        if layer.attrs.get("traced"):  # read from the ops (its module may hold more than this layer)
+            return self.trace.follow(site.path)
         if self._follow is None:
-            self._follow = find_followers(self.model, self.known_sites, self.example_input)
+            known = [s for s in self.known_sites if not s.layer.attrs.get("traced")]
+            self._follow = find_followers(self.model, known, self.example_input)
         f = self._follow.get(id(layer.module))
         if f is None and self.example_input is None:
             raise ValueError(

@@ -1,6 +1,6 @@
 """Finding the activation after each layer: the tracer behind ``ctx.activation_after`` and ``auto``.
 
-With an example input the model runs once (no grad, eval mode, training flags restored) with hooks on every
+With an example input the model runs once (no grad, eval mode, training flags and RNG restored) with hooks on every
 module and a ``TorchFunctionMode`` that records functional calls; without one it is traced with
 ``torch.fx``. Either way the layer's output is followed through shape ops, dropout, norms and pooling to
 the first call that consumes it. Keras layers carry their own ``activation``.
@@ -16,10 +16,11 @@ from torch import nn
 
 from ..initializers import activations as _acts
 from ..initializers.activations import Activation, activation
+from ..theory.dataflow import call_model, forward_pass
 from .layers import LayerInfo
 from .sites import Follow, ParamSite
 
-__all__ = ["find_followers"]
+__all__ = ["NAMED_ACT_MODULES", "find_followers"]
 
 
 _ACT_FUNCS = {
@@ -43,6 +44,19 @@ _TRANSPARENT_MODULES: tuple[type, ...] = (
 )
 _ACT_MODULES: tuple[type, ...] = tuple(t for t in _acts._MODULE_TYPES if t is not nn.Identity)
 _OUTPUT_MODULES: tuple[type, ...] = (nn.Softmax, nn.LogSoftmax)
+#: Activation modules of other libraries, by class name (transformers.activations): several write their
+#: function out (NewGELUActivation is 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))), so their ops alone would
+#: read as a multiplication.
+NAMED_ACT_MODULES: dict[str, str] = {
+    "NewGELUActivation": "gelu_tanh", "FastGELUActivation": "gelu_tanh", "GELUTanh": "gelu_tanh",
+    "PytorchGELUTanh": "gelu_tanh", "AccurateGELUActivation": "gelu_tanh", "GELUActivation": "gelu",
+    "ClippedGELUActivation": "gelu", "SiLUActivation": "silu", "MishActivation": "mish",
+    "LinearActivation": "linear",
+}
+
+
+def _named_act_module(m: Any) -> bool:
+    return isinstance(m, nn.Module) and type(m).__name__ in NAMED_ACT_MODULES
 
 
 def _func_name(f: Any) -> str:
@@ -57,6 +71,8 @@ def _activation_of_call(kind: str, target: Any, args: tuple, kwargs: dict) -> tu
             return "act", Activation(type(target).__name__.lower(), lambda x: x, "linear")
         if isinstance(target, _ACT_MODULES):
             return "act", activation(target)
+        if _named_act_module(target):
+            return "act", activation(NAMED_ACT_MODULES[type(target).__name__])
         if isinstance(target, _TRANSPARENT_MODULES):
             return "transparent", None
         return "other", None
@@ -146,6 +162,10 @@ def find_followers(model: nn.Module, sites: list[ParamSite], example_input: Any 
     for i, ev in enumerate(events):
         if ev.kind == "module" and id(ev.target) in layers and id(ev.target) not in out:
             out[id(ev.target)] = _follow_from(events, i, names)
+    # The recorder's closures hold this list until the garbage collector breaks their cycle; its events hold
+    # the call arguments — views of parameters among them, which keep torch.utils.swap_tensors (Plan.apply
+    # on a meta model) from swapping those parameters.
+    events.clear()
     return out
 
 
@@ -157,7 +177,8 @@ def _events_by_running(model: nn.Module, layers: dict[int, LayerInfo], example_i
     depth = [0]
 
     def opaque(m: nn.Module) -> bool:
-        return id(m) in layers or isinstance(m, (*_ACT_MODULES, *_TRANSPARENT_MODULES, *_OUTPUT_MODULES))
+        return id(m) in layers or isinstance(m, (*_ACT_MODULES, *_TRANSPARENT_MODULES, *_OUTPUT_MODULES)) \
+            or _named_act_module(m)
 
     def pre(m, args):
         if opaque(m):
@@ -189,29 +210,14 @@ def _events_by_running(model: nn.Module, layers: dict[int, LayerInfo], example_i
             return result
 
     handles = []
-    modes = {m: m.training for m in model.modules()}
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(pre))
         handles.append(m.register_forward_hook(post, with_kwargs=True))
     try:
-        model.eval()
-        with torch.no_grad(), Recorder():
-            if isinstance(example_input, dict):
-                model(**example_input)
-            elif isinstance(example_input, tuple):
-                model(*example_input)
-            else:
-                model(example_input)
-    except Exception as e:
-        raise ValueError(
-            f"example_input: running the model on it failed ({type(e).__name__}: {e}); pass an input the model "
-            "accepts (a tensor, a tuple of positional arguments or a dict of keyword arguments)."
-        ) from e
+        with forward_pass(model, handles), Recorder():
+            call_model(model, example_input)
     finally:
-        for h in handles:
-            h.remove()
-        for m, t in modes.items():
-            m.training = t
+        keep.clear()  # (see find_followers: the closures' cycle would hold these tensors until collected)
     return events
 
 
@@ -221,7 +227,7 @@ def _events_by_fx(model: nn.Module, layers: dict[int, LayerInfo]) -> list[_Event
     class Tracer(fx.Tracer):
         def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
             return id(m) in layers or isinstance(m, (*_ACT_MODULES, *_TRANSPARENT_MODULES, *_OUTPUT_MODULES)) \
-                or super().is_leaf_module(m, qualname)
+                or _named_act_module(m) or super().is_leaf_module(m, qualname)
 
     try:
         graph = Tracer().trace(model)

@@ -32,6 +32,8 @@ __all__ = [
     "LayerInfo",
     "ParamInfo",
     "Part",
+    "conv_fans",
+    "embedding_fans",
     "known_module_types",
     "module_info",
 ]
@@ -60,18 +62,18 @@ def _bilinear(m: nn.Bilinear) -> LayerInfo:
     return LayerInfo("bilinear", "torch", m, tuple(params))
 
 
-def _conv(m: nn.modules.conv._ConvNd) -> LayerInfo:
-    shape = tuple(int(d) for d in m.weight.shape)
-    g = int(m.groups)
+def conv_fans(shape: tuple[int, ...], groups: int, transposed: bool) -> FansBy:
+    """The fans of a convolution kernel stored as torch stores it — (out, in/g, *k), or (in, out/g, *k)
+    when ``transposed`` — as each convention reads them (see the module docstring)."""
+    g = groups
     rf = math.prod(shape[2:])
-    if m.transposed:
+    if transposed:
         # (in, out/g, *k). torch reads fan_in from the output channels (PR #30079); Keras's
         # ConvNDTranspose kernel (*k, filters, in) gives fi = filters·∏k, fo = in·∏k — the same numbers.
         in_ch, out_per = shape[0], shape[1]
         true = compute_fans(shape, "torch_transposed", groups=g)
         torch_f = Fans(out_per * rf, in_ch * rf, rf)
         keras_f = Fans(out_per * rf, in_ch * rf, rf)
-        kind, layout = "conv_transpose", "torch_transposed"
     else:
         out_ch, in_per = shape[0], shape[1]
         in_ch = in_per * g
@@ -82,8 +84,14 @@ def _conv(m: nn.modules.conv._ConvNd) -> LayerInfo:
             keras_f = Fans(in_ch * rf, out_ch // in_ch * rf, rf)
         else:
             keras_f = Fans(in_per * rf, out_ch * rf, rf)  # Keras ConvND(groups=g): fo ignores groups
-        kind, layout = "conv", "torch"
-    f = {"true": true, "torch": torch_f, "keras": keras_f, "flax": true}
+    return {"true": true, "torch": torch_f, "keras": keras_f, "flax": true}
+
+
+def _conv(m: nn.modules.conv._ConvNd) -> LayerInfo:
+    shape = tuple(int(d) for d in m.weight.shape)
+    g = int(m.groups)
+    kind, layout = ("conv_transpose", "torch_transposed") if m.transposed else ("conv", "torch")
+    f = conv_fans(shape, g, bool(m.transposed))
     depthwise = (not m.transposed) and g > 1 and g == int(m.in_channels)
     params = [ParamInfo("weight", "kernel", shape, layout, f, meta={"groups": g})]
     if m.bias is not None:
@@ -133,10 +141,16 @@ def _rnn(m: nn.RNNBase | nn.RNNCellBase) -> LayerInfo:
     return LayerInfo(kind, "torch", m, tuple(params), attrs=attrs)
 
 
+def embedding_fans(num: int, dim: int) -> FansBy:
+    """The fans of a (num, dim) embedding table as each convention reads them."""
+    # Keras compute_fans((num, dim)) = (num, dim); Flax's Embed reads fan_in = features (out_axis=0).
+    return {"true": Fans(num, dim, 1), "torch": Fans(dim, num, 1), "keras": Fans(num, dim, 1),
+            "flax": Fans(dim, num, 1)}
+
+
 def _embedding(m: nn.Embedding | nn.EmbeddingBag) -> LayerInfo:
     num, dim = (int(d) for d in m.weight.shape)
-    # Keras compute_fans((num, dim)) = (num, dim); Flax's Embed reads fan_in = features (out_axis=0).
-    f = {"true": Fans(num, dim, 1), "torch": Fans(dim, num, 1), "keras": Fans(num, dim, 1), "flax": Fans(dim, num, 1)}
+    f = embedding_fans(num, dim)
     pad = m.padding_idx
     return LayerInfo("embedding", "torch", m,
                      (ParamInfo("weight", "embedding", (num, dim), "torch", f, meta={"padding_idx": pad}),),

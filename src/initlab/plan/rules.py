@@ -1,6 +1,6 @@
-"""Rules: ``{key: initializer}`` that override a preset by module type, path glob or parameter name. The
-first match wins, the plan names the rule (and what the preset had chosen), and a rule that matches
-nothing is an error."""
+"""Rules: ``{key: initializer}`` that override a preset by module type, path glob or parameter name (any of
+a tied tensor's names). The first match wins, the plan names the rule (and what the preset had chosen), and
+a rule that matches nothing is an error."""
 
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ def _rule_matcher(key: Any) -> tuple[str, Any]:
     if isinstance(key, type):
         return f"{key.__name__} (type)", lambda s: isinstance(s.module, key)
     if isinstance(key, str) and key:
+        # A tied tensor is one site under its first name; a rule naming any of its names applies to it.
         if _GLOB & set(key) or "." in key or "/" in key:
-            return repr(key), lambda s: fnmatch.fnmatchcase(s.path, key)
+            return repr(key), lambda s: any(fnmatch.fnmatchcase(p, key) for p in (s.path, *s.aliases))
 
         def by_name(s: ParamSite) -> bool:
-            last = s.path.replace("/", ".").rsplit(".", 1)[-1]
-            return last == key
+            return any(p.replace("/", ".").rsplit(".", 1)[-1] == key for p in (s.path, *s.aliases))
 
         return repr(key), by_name
     raise TypeError(

@@ -21,8 +21,10 @@ __all__ = ["Choice", "Follow", "ParamSite", "PostStep"]
 @dataclass
 class ParamSite:
     """One parameter of the model: ``path`` (as ``named_parameters`` or the Keras variable path gives it),
-    the parameter, and — when initlab knows the layer — ``layer`` and ``info``; else ``reason`` says why
-    it is unknown."""
+    the parameter, and — when initlab knows the layer, from its module or from the ops that use it
+    (:mod:`initlab.plan.trace`; then ``layer.attrs["traced"]`` is true) — ``layer`` and ``info``; else
+    ``reason`` says why it is unknown. ``aliases``: the other names of the same tensor (tied parameters
+    are one site, planned and filled once)."""
 
     path: str
     param: torch.Tensor
@@ -31,6 +33,7 @@ class ParamSite:
     layer: LayerInfo | None = None
     info: ParamInfo | None = None
     reason: str | None = None
+    aliases: tuple[str, ...] = ()
 
     @property
     def known(self) -> bool:

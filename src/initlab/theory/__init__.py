@@ -10,7 +10,9 @@ chaos, and what builds on them.
 Modules: :mod:`~initlab.theory.maps` (the variance and correlation maps, fixed points, depth scales,
 predicted std), :mod:`~initlab.theory.critical_search` (the exact critical-point search),
 :mod:`~initlab.theory.critical_init` (the ``Critical`` initializer), :mod:`~initlab.theory.lsuv`
-(data-driven LSUV) and :mod:`~initlab.theory.residual` (SkipInit, scaled and Fixup residual branches).
+(data-driven LSUV), :mod:`~initlab.theory.residual` (SkipInit, scaled and Fixup residual branches),
+:mod:`~initlab.theory.dataflow` (one forward pass recorded op by op) and :mod:`~initlab.theory.streams`
+(the residual streams read from it).
 This layer uses the catalogue (:mod:`initlab.initializers`) and nothing above it; the presets that use
 it live in :mod:`initlab.plan.presets`.
 """

@@ -25,10 +25,10 @@ later calls are measured and reported (``status="shared"``) — one weight canno
 inputs at the target, and the report shows what the later calls got.
 
 ``residual=True`` (or a list of branch-final layers) makes it residual-aware: the last layer of each
-``x + f(x)`` branch (found by :func:`initlab.theory.residual.find_residual_branches`) is scaled to
-target·``branch_scale`` (default 1/√(number of branches)) instead of the target, so after L blocks the
-stream has variance target²·(1 + Σ branch_scale²) ≈ 2·target² instead of (L+1)·target²; the block
-outputs (the sums) are measured in the same pass and reported (``kind="block"``).
+``x + f(x)`` branch (found by :func:`initlab.theory.residual.find_residual_branches` from a forward pass on
+the first batch) is scaled to target·``branch_scale`` (default 1/√(number of branches)) instead of the
+target, so after L blocks the stream has variance target²·(1 + Σ branch_scale²) ≈ 2·target² instead of
+(L+1)·target²; the block outputs (the sums) are measured in the same pass and reported (``kind="block"``).
 
 On any error the model's parameters, buffers and training mode are restored before re-raising.
 """
@@ -291,16 +291,25 @@ def lsuv(
             f"model: has no layers of the types {[t.__name__ for t in layers]} with a weight; nothing to rescale."
         )
 
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    # Floating inputs follow the model's dtype (a float64 model fed float32 data); integer inputs
+    # (token ids) are left alone.
+    xs = [t.to(device=device, dtype=first.dtype) if first is not None and t.is_floating_point() and
+          first.is_floating_point() else t.to(device) for t in xs]
+    x = torch.cat(xs, dim=0) if len(xs) > 1 else xs[0]
+
     branch_last: list[nn.Module] = []
     block_modules: list[nn.Module] = []
     if residual is True:
         from .residual import find_residual_branches
 
-        found = find_residual_branches(model)
+        # From one recorded forward pass on the first batch (it sees functional code fx cannot trace).
+        found = find_residual_branches(model, layers, example_input=xs[0])
         if not found:
             raise ValueError(
-                "residual: found no x + f(x) branch in the model's traced graph; pass residual=[the last "
-                "layer of each branch] to name them, or residual=False."
+                "residual: found no x + f(x) branch whose last layer LSUV rescales in the model's forward pass; "
+                "pass residual=[the last layer of each branch] to name them, or residual=False."
             )
         branch_last = [b.last_layer for b in found]
         block_modules = [b.block for b in found if b.block is not None and b.block is not model]
@@ -320,13 +329,6 @@ def lsuv(
         branch_scale = _check_positive("branch_scale", branch_scale)
     branch_set = set(map(id, branch_last))
 
-    first = next(model.parameters(), None)
-    device = first.device if first is not None else torch.device("cpu")
-    # Floating inputs follow the model's dtype (a float64 model fed float32 data); integer inputs
-    # (token ids) are left alone.
-    xs = [t.to(device=device, dtype=first.dtype) if first is not None and t.is_floating_point() and
-          first.is_floating_point() else t.to(device) for t in xs]
-    x = torch.cat(xs, dim=0) if len(xs) > 1 else xs[0]
 
     # Snapshot everything LSUV may touch, so an error leaves the model as it was.
     saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}

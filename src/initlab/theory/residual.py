@@ -17,11 +17,22 @@ What. :func:`residual_init` changes only each branch's layers:
 * ``mode="fixup"`` — Fixup's rule: the last layer 0 and the other m−1 layers of a branch with m
   weight layers scaled by L^(−1/(2m−2)), so their contribution after training starts is depth-balanced.
 
-Branches are found by :func:`find_residual_branches`, which traces the model with ``torch.fx`` and
-looks for additions ``a + b`` where ``a`` is an ancestor of ``b`` (``a`` is the skip, ``b`` the
-branch); the branch's last layer is the weight layer closest to the sum (for an ``nn.MultiheadAttention``
-branch, its ``out_proj``). Models fx cannot trace (``nn.TransformerEncoderLayer`` among them) take the
-branches' last layers directly: ``branches=[layer, ...]``.
+Branches are found by :func:`find_residual_branches`, in one of two ways that give the same branches where
+both apply (tests/theory/test_residual.py checks they agree):
+
+* with ``example_input`` — one forward pass recorded op by op (:mod:`initlab.theory.dataflow`) and its
+  residual adds (:mod:`initlab.theory.streams`, which ``initlab.plan`` attaches to every plan made with an
+  example input). It sees what runs: transformers' models, layers used through functional ops, HF ``Conv1D``,
+  projection shortcuts (ResNet downsample blocks), layer scales; it needs data. :func:`~initlab.theory.lsuv.lsuv`
+  and the ``skipinit`` preset use it, since they have data.
+* without — ``torch.fx`` symbolic tracing, kept because :func:`residual_init` takes a bare model: no data
+  is needed, but fx fails on Python control flow that depends on values or shapes (most transformers
+  models) and sees only ``nn.Linear``/``nn.Conv*`` modules. It looks for additions ``a + b`` where ``a`` is an
+  ancestor of ``b`` (``a`` is the skip, ``b`` the branch).
+
+Either way the branch's last layer is the weight layer closest to the sum (for an
+``nn.MultiheadAttention`` branch, its ``out_proj``). Models neither can read take the branches' last
+layers directly: ``branches=[layer, ...]``.
 """
 
 from __future__ import annotations
@@ -30,12 +41,15 @@ import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.fx as fx
 from torch import nn
 
-__all__ = ["ResidualBranch", "ResidualChange", "find_residual_branches", "residual_init"]
+from .streams import ResidualStream, residual_streams
+
+__all__ = ["ResidualBranch", "ResidualChange", "branches_from_streams", "find_residual_branches", "residual_init"]
 
 _WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd)
 _ADDS = {operator.add, operator.iadd, torch.add}
@@ -99,15 +113,21 @@ def _is_add(node: fx.Node) -> bool:
 
 
 def find_residual_branches(
-    model: nn.Module, layers: tuple[type[nn.Module], ...] = _WEIGHT_LAYERS
+    model: nn.Module, layers: tuple[type[nn.Module], ...] | None = None, *, example_input: Any = None
 ) -> list[ResidualBranch]:
-    """Every ``skip + branch`` addition in ``model``'s fx graph whose branch contains a weight layer.
+    """Every ``skip + branch`` addition in ``model`` whose branch contains a weight layer.
 
-    Raises ``ValueError`` (naming the cause) when ``torch.fx`` cannot trace the model; pass the
-    branches explicitly to :func:`residual_init` then.
+    With ``example_input``: from one forward pass (see the module docstring); ``layers`` (default: any
+    module whose ``weight`` is the kernel an op used) filters the branch's layers. Without: from the
+    ``torch.fx`` graph, with ``layers`` (default ``nn.Linear`` and ``nn.Conv*``) as the weight layers;
+    raises ``ValueError`` (naming the cause) when fx cannot trace the model — pass ``example_input``, or
+    the branches explicitly to :func:`residual_init`.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}.")
+    if example_input is not None:
+        return branches_from_streams(model, residual_streams(model, example_input), layers)
+    layers = _WEIGHT_LAYERS if layers is None else layers
     try:
         gm = fx.symbolic_trace(model)
     except Exception as err:  # fx raises many types for untraceable Python control flow
@@ -165,17 +185,49 @@ def find_residual_branches(
     return out
 
 
+def branches_from_streams(model: nn.Module, streams: list[ResidualStream],
+                          layers: tuple[type[nn.Module], ...] | None = None) -> list[ResidualBranch]:
+    """The :class:`ResidualBranch` es of residual streams already found (:func:`~initlab.theory.streams.find_streams`):
+    for each residual add, the modules holding its branch's kernels as their ``weight`` (of ``layers`` if
+    given), in execution order; an add whose output projection is no such module is left out."""
+    owners: dict[int, tuple[str, nn.Module]] = {}
+    for mpath, m in model.named_modules():
+        w = m._parameters.get("weight") if isinstance(m, nn.Module) else None
+        if isinstance(w, torch.Tensor):
+            owners.setdefault(id(w), (mpath, m))
+    params = dict(model.named_parameters())
+    out: list[ResidualBranch] = []
+    for add in (a for s in streams for a in s.adds):
+        names_, mods_ = [], []
+        for k in add.branch_kernels:
+            owner = owners.get(id(params[k])) if k in params else None
+            if owner is None or (layers is not None and not isinstance(owner[1], layers)):
+                continue
+            names_.append(owner[0])
+            mods_.append(owner[1])
+        if not mods_ or names_[-1] != owners.get(id(params.get(add.out_proj)), ("",))[0]:
+            continue  # the branch's output projection is not a layer residual_init can scale
+        out.append(ResidualBranch(
+            block_name=add.module or type(model).__name__,
+            block=model.get_submodule(add.module) if add.module else None,
+            layer_names=tuple(names_), layers=tuple(mods_),
+        ))
+    return out
+
+
 def residual_init(
     model: nn.Module,
     mode: str = "zero",
     *,
     factor: float | None = None,
     branches: Sequence[ResidualBranch] | Sequence[nn.Module] | None = None,
+    example_input: Any = None,
 ) -> list[ResidualChange]:
     """Zero-init or down-scale the last layer of every residual branch (see the module docstring).
 
     ``mode``: ``"zero"``, ``"scale"`` (× ``factor``, default 1/√L) or ``"fixup"``. ``branches``: found
-    automatically when ``None``; else :class:`ResidualBranch` objects or the branches' last layers.
+    automatically when ``None`` (by running ``example_input`` if given, else by ``torch.fx``); else
+    :class:`ResidualBranch` objects or the branches' last layers.
     Returns one :class:`ResidualChange` per layer touched, with the reason in words.
 
     Call it *after* the layers' own initialization (it rescales what is there).
@@ -183,7 +235,7 @@ def residual_init(
     if mode not in ("zero", "scale", "fixup"):
         raise ValueError(f"mode: expected 'zero', 'scale' or 'fixup', got {mode!r}.")
     if branches is None:
-        found = find_residual_branches(model)
+        found = find_residual_branches(model, example_input=example_input)
         if not found:
             raise ValueError(
                 f"model: {type(model).__name__} has no x + f(x) addition with a weight layer in its branch; "

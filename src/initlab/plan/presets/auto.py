@@ -35,7 +35,7 @@ from ...initializers.gain import gain
 from ..context import PresetContext
 from ..registry import PresetOption, register_preset
 from ..sites import Follow, ParamSite
-from .common import _forget_bias, _padding_fixup, _parts_or_whole
+from .common import _forget_bias, _padding_fixup, _parts_or_whole, _traced_role
 
 __all__ = ["AUTO_OPTIONS", "DENSE_SIGMA_B2", "auto_preset"]
 
@@ -273,6 +273,8 @@ def auto_preset(ctx: PresetContext) -> None:
             v = float(info.meta.get("init", 0.25))
             ctx.set(site, Constant(v), f"PReLU slope {v:g} (torch's default); the layer before it uses this slope",
                     fans=None)
+        elif _traced_role(ctx, site):
+            pass
         else:
             ctx.leave(site, f"the auto preset has no rule for role {role!r} of {layer.type_name}")
     for site in ctx.known_sites:  # the biases of critical layers: N(0, σ_b²), the σ_b² σ_w² was solved for

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ...initializers import Constant, LecunNormal, Ones, Orthogonal, VarianceScaling, Zeros
 from ..context import PresetContext
 from ..registry import register_preset
-from .common import _padding_fixup, _parts_or_whole
+from .common import _padding_fixup, _parts_or_whole, _traced_role
 
 __all__ = ["flax_preset"]
 
@@ -51,6 +51,8 @@ def flax_preset(ctx: PresetContext) -> None:
             ctx.set(site, Zeros(), "Flax norm bias: zeros", fans=None)
         elif role == "prelu":
             ctx.set(site, Constant(0.01), "Flax PReLU negative_slope_init: 0.01", fans=None)
+        elif _traced_role(ctx, site):
+            pass
         else:
             ctx.leave(site, f"the flax preset has no rule for role {role!r} of {layer.type_name}")
 

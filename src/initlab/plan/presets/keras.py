@@ -7,7 +7,7 @@ from ...initializers import GlorotUniform, Ones, Orthogonal, RandomUniform, Zero
 from ..context import PresetContext
 from ..registry import register_preset
 from ..sites import ParamSite
-from .common import _forget_bias, _keras_init, _padding_fixup, _parts_or_whole
+from .common import _forget_bias, _keras_init, _padding_fixup, _parts_or_whole, _traced_role
 
 __all__ = ["keras_preset"]
 
@@ -63,6 +63,8 @@ def keras_preset(ctx: PresetContext) -> None:
             ctx.set(site, Zeros(), "Keras normalization beta (moving mean): zeros", fans=None)
         elif role == "prelu":
             ctx.set(site, Zeros(), "Keras PReLU alpha_initializer: zeros (torch uses 0.25)", fans=None)
+        elif _traced_role(ctx, site):
+            pass
         else:
             ctx.leave(site, f"the keras preset has no rule for role {role!r} of {layer.type_name}")
 

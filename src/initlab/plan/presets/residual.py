@@ -5,14 +5,17 @@
 from __future__ import annotations
 
 from ...initializers import Zeros
-from ...theory.residual import find_residual_branches, residual_init
+from ...theory.residual import branches_from_streams, find_residual_branches, residual_init
 from ..registry import PRESETS, register_preset
 
 
 def _skipinit_preset(ctx) -> None:
     """``auto``, then the last layer of every residual branch zeroed — shown in the plan with the reason."""
     ctx.apply_preset("auto")
-    branches = find_residual_branches(ctx.model)
+    # The forward pass plan() recorded when it has example_input (transformers' models, HF Conv1D,
+    # projection shortcuts), else torch.fx.
+    branches = branches_from_streams(ctx.model, ctx.residual_streams) if ctx.example_input is not None \
+        else find_residual_branches(ctx.model)
     if not branches:
         ctx.notes.append("skipinit: found no x + f(x) branch; the plan is auto's")
         return
@@ -28,7 +31,10 @@ def _skipinit_preset(ctx) -> None:
 
 def _fixup_preset(ctx) -> None:
     ctx.apply_preset("auto")
-    ctx.add_post_step("fixup", lambda model: residual_init(model, "fixup"),
+    x = ctx.example_input
+    branches = branches_from_streams(ctx.model, ctx.residual_streams) if x is not None else None
+    # None (no branch found, or no example_input): residual_init looks again, and says so if it finds none.
+    ctx.add_post_step("fixup", lambda model: residual_init(model, "fixup", branches=branches or None, example_input=x),
                       "Fixup (Zhang et al. 2019): each residual branch's last layer zeroed, its other m−1 "
                       "layers × L^(−1/(2m−2))")
 

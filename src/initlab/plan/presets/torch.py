@@ -6,7 +6,7 @@ from ...initializers import Constant, Ones, RandomNormal, TorchDefault, XavierNo
 from ..context import PresetContext
 from ..registry import register_preset
 from ..sites import ParamSite
-from .common import _bound, _padding_fixup, _torch_transformer_paths
+from .common import _bound, _padding_fixup, _torch_transformer_paths, _traced_role
 
 __all__ = ["torch_preset"]
 
@@ -18,7 +18,8 @@ def torch_preset(ctx: PresetContext) -> None:
         layer, info = site.layer, site.info
         role, kind = info.role, layer.kind
         tf = info.fans["torch"]
-        name = layer.type_name if layer.framework == "torch" else f"(torch's equivalent of Keras {layer.type_name})"
+        name = layer.attrs.get("as") or (layer.type_name if layer.framework == "torch"
+                                         else f"(torch's equivalent of Keras {layer.type_name})")
         if site.path in transformer:
             ctx.set(site, XavierUniform(), "nn.Transformer._reset_parameters: xavier_uniform_ on every "
                     "parameter with dim > 1, after the submodules' own defaults", fans=tf)
@@ -49,6 +50,8 @@ def torch_preset(ctx: PresetContext) -> None:
         elif role == "prelu":
             v = float(info.meta.get("init", 0.25))
             ctx.set(site, Constant(v), f"nn.PReLU: init={v:g}", fans=None)
+        elif _traced_role(ctx, site):
+            pass
         else:
             ctx.leave(site, f"the torch preset has no rule for role {role!r} of {layer.type_name}")
 
