@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..distributed.placements import is_dtensor
 from ..initializers.activations import _FUNCTIONS
 from .discovery import _ACT_TYPES, _keras_activation
 from .params import _SMALL_PARAM, _fused_sums
@@ -133,6 +134,22 @@ def _grad_norm_hook(rec: _Recorder, output_nr: int, row: dict[str, Any]) -> Call
     return lambda grad_outputs: rec.record_norm(row, grad_outputs[output_nr])
 
 
+def _computing_copies(hooked: list[tuple[str, nn.Module, bool]], wrt: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The parameters a sharded model computed with, where they are not the ones it holds: FSDP2 gathers
+    plain copies of its DTensor parameters for the forward pass, so the gradient that reaches a layer fed
+    by integer inputs (an embedding) flows to its copy alone; taking gradients for the copies too makes
+    autograd run that layer's backward, where its output's ‖dL/dz‖ is read. Their own gradients (each
+    rank's batch shard's part) are discarded."""
+    seen = {id(t) for t in wrt}
+    out = []
+    for _, m, _ in hooked:
+        for p in m._parameters.values():
+            if p is not None and p.requires_grad and id(p) not in seen and not is_dtensor(p):
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
 def _run_once(
     model: Any,
     x: Any,
@@ -143,13 +160,15 @@ def _run_once(
     params: list[tuple[str, torch.Tensor]],
     function_mode: bool = False,
     weights: bool = True,
+    sharded: bool = False,
     watch_tokens: bool = False,
     found: Structure | None = None,
 ) -> tuple[_Recorder, dict[int, float | None], torch.Tensor, Watch | None]:
-    """One recorded forward + backward. ``watch_tokens`` (function mode only) switches the transformer
-    watch on (:mod:`initlab.inspect.transformer`), with ``found`` the model's residual streams if known;
-    where streams were found the same-shape block reading is off."""
-    rec = _Recorder(keras, weights)
+    """One recorded forward + backward. ``sharded``: a data-parallel run whose rows are reduced over the
+    ranks afterwards (:mod:`initlab.inspect.sharded`). ``watch_tokens`` (function mode only) switches the
+    transformer watch on (:mod:`initlab.inspect.transformer`), with ``found`` the model's residual streams
+    if known; where streams were found the same-shape block reading is off."""
+    rec = _Recorder(keras, weights, sharded)
     watch = None
     if function_mode and watch_tokens:
         # the trace names the root module "" and inspection by its type (when it hooks it at all)
@@ -257,7 +276,11 @@ def _run_once(
             param_hooks = [(p, p._backward_hooks) for p in hooked_params]
             for p in hooked_params:
                 handles.append(p.register_hook(_param_grad_hook(rec, by_id, id(p))))
-            grads = torch.autograd.grad(loss, wrt, allow_unused=True)
+            copies = _computing_copies(hooked, wrt) if sharded else []
+            for p in copies:
+                if p.numel() > _SMALL_PARAM:
+                    handles.append(p.register_hook(_param_grad_hook(rec, {}, id(p))))
+            grads = torch.autograd.grad(loss, wrt + copies, allow_unused=True)[: len(wrt)]
         small = [
             (p, g) for p, g in zip(weights, grads, strict=False) if g is not None and p.numel() <= _SMALL_PARAM
         ]

@@ -62,6 +62,7 @@ import numpy as np
 
 from .findings import Finding, _jsonable
 from .rows import AttentionStats, BlockStats, CallStats, ParamStats, ResidualStats, Trends
+from .tables import _fmt, attention_table, residual_table
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Report", "plot"]
 
@@ -186,18 +187,6 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def _fmt(v: Any, pct: bool = False) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        if pct:
-            return f"{100 * v:.0f}%"
-        return f"{v:.3g}"
-    return str(v)
-
-
 def _unjson(v: Any) -> Any:
     if isinstance(v, str) and v in ("inf", "-inf", "nan"):
         return float(v)
@@ -263,10 +252,16 @@ class Report:
             "findings": [f.to_dict() for f in self.findings],
         }
 
+    @property
+    def quiet(self) -> bool:
+        """True on ranks other than 0 of a sharded run (:mod:`initlab.inspect.sharded`): every rank holds
+        the same reduced report, and only rank 0 prints it or writes files."""
+        return bool(self.meta.get("rank", 0))
+
     def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int = 2) -> str:
-        """The JSON text; also written to ``path`` when given."""
+        """The JSON text; also written to ``path`` when given (by rank 0 only, in a sharded run)."""
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-        if path is not None:
+        if path is not None and not self.quiet:
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text + "\n")
         return text
@@ -314,11 +309,16 @@ class Report:
         from rich.table import Table
 
         m = self.meta
+        if self.quiet:
+            yield f"initlab.inspect: rank {m['rank']} of {m['ranks']}; rank 0 prints the report"
+            return
         yield (
             f"[bold]initlab.inspect[/bold] {m.get('model', '')} ({m.get('framework', '')}) · batch "
             f"{m.get('batch_size')} · {m.get('runs', 1)} run(s) · loss: {m.get('loss', '')} · "
             f"{'train' if m.get('training_mode') else 'eval'} mode · {m.get('flush_denormal_note', '')}"
         )
+        if m.get("sharding"):
+            yield f"sharded: {m['sharding']}"
         t = Table(title="Layer calls (execution order)", show_lines=False, header_style="bold")
         for col, just in (
             ("#", "right"),
@@ -376,9 +376,9 @@ class Report:
             )
         yield p
         if self.residual:
-            yield self._residual_table()
+            yield residual_table(self.residual)
         if self.attention:
-            yield self._attention_table()
+            yield attention_table(self.attention)
         tr = self.trends
         stream = tr.axis == "residual stream"
         unit, z = ("residual adds", "RMS of the stream") if stream else ("layers", "std(z)")
@@ -412,46 +412,6 @@ class Report:
             elif "fix_error" in f.evidence:
                 fix = f" (no fix: {f.evidence['fix_error']})"
             yield f"[{colour}]● {f.kind}[/{colour}]: {f.message}{fix}"
-
-    def _residual_table(self) -> Any:
-        from rich.table import Table
-
-        t = Table(title="Residual streams (per residual add)", header_style="bold")
-        for col in ("stream", "block", "branch out-proj", "LN", "RMS skip", "RMS branch", "branch/stream",
-                    "growth", "token cos"):
-            t.add_column(col, justify="left" if col in ("stream", "block", "branch out-proj", "LN") else "right")
-        for r in self.residual:
-            t.add_row(
-                f"{r.stream} {r.stream_name}" if r.position == 1 else "",
-                r.block,
-                _tail(r.out_proj, r.block),
-                r.placement,
-                _fmt(r.rms_skip),
-                _fmt(r.rms_branch),
-                _fmt(r.ratio),
-                _fmt(r.growth),
-                _fmt(r.token_cosine),
-            )
-        return t
-
-    def _attention_table(self) -> Any:
-        from rich.table import Table
-
-        t = Table(title="Attention (entropy per head, nats; normalized: / log(keys seen), 1 = uniform)",
-                  header_style="bold")
-        for col in ("module", "source", "heads", "q × k", "entropy (min–max)", "normalized (min–max)"):
-            t.add_column(col, justify="left" if col in ("module", "source") else "right")
-        for a in self.attention:
-            norm = [v for v in a.entropy_normalized if v is not None]
-            t.add_row(
-                a.path if a.call == 1 else f"{a.path}#{a.call}",
-                a.source,
-                str(a.heads),
-                f"{a.queries}×{a.keys}",
-                f"{_fmt(a.mean_entropy)} ({_fmt(min(a.entropy))}–{_fmt(max(a.entropy))})" if a.entropy else "–",
-                f"{_fmt(a.mean_entropy_normalized)} ({_fmt(min(norm))}–{_fmt(max(norm))})" if norm else "–",
-            )
-        return t
 
     def __str__(self) -> str:
         from rich.console import Console
@@ -560,7 +520,7 @@ def plot(
 
     Left: std(z_ℓ) against depth ℓ; right: ‖dL/dz_ℓ‖ — both log scale, one line per report. With
     ``theory=True`` each report's mean-field std curve is drawn dashed (MLP-shaped models only).
-    Returns the figure; writes a PNG when ``path`` is given.
+    Returns the figure; writes a PNG when ``path`` is given (by rank 0 only, for sharded reports).
     """
     import matplotlib
 
@@ -601,15 +561,10 @@ def plot(
         ax.legend(fontsize=8)
     fig.suptitle("Signal propagation at initialization (initlab.inspect)")
     fig.tight_layout()
-    if path is not None:
+    if path is not None and not any(r.quiet for r in loaded):
         fig.savefig(path, dpi=110)
         plt.close(fig)
     return fig
-
-
-def _tail(name: str, block: str) -> str:
-    """``attn.c_proj.weight`` for ``transformer.h.3.attn.c_proj.weight`` in block ``transformer.h.3``."""
-    return name[len(block) + 1:] if block and name.startswith(block + ".") else name
 
 
 def _pos(v: float | None) -> float:
