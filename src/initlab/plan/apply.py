@@ -375,7 +375,7 @@ class Plan:
             run(in_place_jobs)
             for step in self.post_steps:
                 try:
-                    step.fn(self.model)
+                    step.fn(self.model, seed) if step.seeded else step.fn(self.model)
                 except Exception as err:
                     raise RuntimeError(
                         f"apply: post step {step.name!r} failed ({type(err).__name__}: {err}); every parameter "
