@@ -25,6 +25,9 @@ when it was drawn, then discarded by ``tie_weights``) and ``model.init_weights()
 included). :func:`replay` runs a program with a ``torch.Generator`` seeded with ``seed``, draw by draw in the
 same order, which reproduces ``torch.manual_seed(seed); model.init_weights()`` (with the model's
 ``_is_hf_initialized`` marks cleared) bit for bit on CPU.
+
+One idea: the ordered program of transformers' init writes — the two readers, the laws it ends with and its
+replay share the :class:`Write` records and the walk order, and a replay is exact only if all agree.
 """
 
 from __future__ import annotations
