@@ -460,7 +460,7 @@ class Plan:
             run(in_place_jobs)
             for step in self.post_steps:
                 try:
-                    step.fn(filled)
+                    step.fn(filled, seed) if step.seeded else step.fn(filled)
                 except Exception as err:
                     raise RuntimeError(
                         f"apply: post step {step.name!r} failed ({type(err).__name__}: {err}); every parameter "

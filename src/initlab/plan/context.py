@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
 from ..initializers import Initializer, get
 from ..initializers.fans import Fans
 from .follow import _keras_follow, find_followers
@@ -131,11 +129,12 @@ class PresetContext:
             self._stack.pop()
             self.options = outer
 
-    def add_post_step(self, name: str, fn: Callable[[nn.Module], Any], why: str) -> None:
-        """Attach ``fn(model)``, run by :meth:`Plan.apply` after all values are filled, in order."""
+    def add_post_step(self, name: str, fn: Callable[..., Any], why: str, *, seeded: bool = False) -> None:
+        """Attach ``fn(model)``, run by :meth:`Plan.apply` after all values are filled, in order;
+        ``seeded=True``: ``fn(model, seed)``, for a step that draws values from apply's seed."""
         if not callable(fn):
             raise TypeError(f"fn: a post step must be callable as fn(model), got {type(fn).__name__}.")
-        self.post_steps.append(PostStep(name, fn, why, self.preset))
+        self.post_steps.append(PostStep(name, fn, why, self.preset, seeded))
 
     def activation_after(self, site: ParamSite) -> Follow:
         """The activation that follows ``site``'s layer: a Keras layer's own ``activation``; for torch

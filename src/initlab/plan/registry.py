@@ -134,7 +134,7 @@ def preset_options(name: str) -> dict[str, PresetOption]:
     """The options preset ``name`` accepts, by name (empty for a preset without options).
 
     >>> sorted(preset_options("auto"))
-    ['dense', 'orthogonal', 'saturating', 'sigma_b2', 'smooth']
+    ['deepnet_alpha', 'dense', 'orthogonal', 'residual', 'saturating', 'sigma_b2', 'smooth']
     """
     return {o.name: o for o in _get_preset(name).options}
 

@@ -87,6 +87,7 @@ from . import auto  # noqa: F401
 from . import critical  # noqa: F401
 from . import lsuv  # noqa: F401
 from . import residual  # noqa: F401
+from . import hf  # noqa: F401
 # isort: on
 from .auto import AUTO_OPTIONS
 
