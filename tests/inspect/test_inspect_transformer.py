@@ -282,13 +282,13 @@ def test_multihead_attention_entropy_per_head_matches_its_own_weights():
 # ---- findings -------------------------------------------------------------------------------------------
 
 def _deep_gpt2_without_residual_scaling(layers: int = 24):
-    """A 24-block, width-32 pre-LN GPT-2 initialized by ``auto`` *without* a residual option: fan-in weights
+    """A 24-block, width-32 pre-LN GPT-2 initialized by ``auto`` with ``residual="none"``: fan-in weights
     on every branch, none scaled with depth. Measured: the stream's RMS grows ×5.1 over its 48 branches
     (c = 0.53 per branch, √(1 + cN)); the finding's threshold at τ = 10 is √11 = 3.32. The model's own
     GPT-2 init (c_proj std/√(2L)) stays at ×1.1."""
     model, x = zoo.gpt2(n_layer=layers, n_embd=32)
     model.eval()
-    initlab.plan(model, "auto", example_input=x).apply(seed=0)
+    initlab.plan(model, "auto", example_input=x, options={"residual": "none"}).apply(seed=0)
     return model, x
 
 
@@ -312,6 +312,16 @@ def test_deep_gpt2_with_its_own_init_has_no_residual_growth():
     about the scaling, not about depth."""
     model, x = zoo.gpt2(n_layer=24, n_embd=32)
     r = initlab.inspect(model.eval(), x, recommend=False)
+    assert r.finding("residual_growth") is None and r.trends.residual_growth < math.sqrt(11)
+
+
+def test_default_auto_scales_the_branches_and_leaves_no_finding():
+    """``auto``'s default ``residual="auto"`` (gpt2 on a pre-LN stream): the 24-block model above without
+    the finding — the same check as the fix, from a plain plan."""
+    model, x = zoo.gpt2(n_layer=24, n_embd=32)
+    p = initlab.plan(model.eval(), "auto", example_input=x)
+    p.apply(seed=0)
+    r = initlab.inspect(model, x, recommend=False)
     assert r.finding("residual_growth") is None and r.trends.residual_growth < math.sqrt(11)
 
 
@@ -359,11 +369,11 @@ def test_forced_token_collapse_is_found_and_recommends_deepnet_for_post_ln():
 
 
 def test_deep_post_ln_bert_with_fan_in_init_collapses_and_fix_heals_it():
-    """A 6-block post-LN BERT under ``auto`` without a residual option: measured token cosine 0.38 → 0.992
+    """A 6-block post-LN BERT under ``auto`` with ``residual="none"``: measured token cosine 0.38 → 0.992
     (c* = 0.857 at 8 tokens). DeepNorm's β on the branches keeps the tokens apart."""
     model, x = zoo.bert(num_hidden_layers=6)
     model.eval()
-    initlab.plan(model, "auto", example_input=x).apply(seed=0)
+    initlab.plan(model, "auto", example_input=x, options={"residual": "none"}).apply(seed=0)
     r = initlab.inspect(model, x)
     assert r.finding("token_collapse") is not None and r.finding("residual_growth") is None
     res = initlab.fix(model, x)

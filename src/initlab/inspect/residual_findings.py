@@ -22,7 +22,7 @@ __all__ = [
 #: Findings a residual-branch scaling heals (``initlab.plan(model, "auto", options={"residual": ...})``).
 RESIDUAL_KINDS = ("residual_growth", "token_collapse")
 #: The residual options of the transformer-aware ``auto`` preset (issue 14).
-RESIDUAL_OPTIONS = ("gpt2", "deepnet", "tfixup", "measured", "none")
+RESIDUAL_OPTIONS = ("gpt2", "deepnet", "tfixup", "measured", "none", "auto")
 
 
 def residual_option_missing(preset: str, options: dict[str, Any]) -> str | None:
