@@ -48,9 +48,6 @@ TRANSPARENT = frozenset({
     "unflatten", "clone", "detach", "__getitem__", "view_as", "reshape_as", "dropout", "dropout1d", "dropout2d",
     "dropout3d", "alpha_dropout", "feature_alpha_dropout", "cpu", "cuda", "requires_grad_", "data",
     "movedim", "swapaxes", "narrow",
-    # DTensor's collectives on a shard (tensor parallelism): the logical tensor is the same one
-    "all_reduce", "wait_tensor", "_wrap_tensor_autograd.default", "redistribute", "to_local", "from_local",
-    "full_tensor",
 })
 #: Metadata queries: not ops on values, not recorded.
 _QUERIES = frozenset({
@@ -308,18 +305,10 @@ class _Recorder(TorchFunctionMode):
             # recorder: after the trace nothing is left registered on the model's tensors.
             self._refs[key] = weakref.ref(t, lambda _r, k=key: self.info.pop(k, None))
         self.info[key] = ti
-        local = getattr(t, "_local_tensor", None)  # a DTensor: tensor parallelism's collectives take its shard
-        if isinstance(local, torch.Tensor) and local is not t:
-            self._track(local, ti)
 
     def _leaf(self, t: torch.Tensor) -> _TInfo:
         ti = self.info.get(id(t))
         if ti is not None:
-            return ti
-        local = getattr(t, "_local_tensor", None)  # a DTensor made from a known shard (DTensor.from_local)
-        ti = self.info.get(id(local)) if isinstance(local, torch.Tensor) else None
-        if ti is not None:
-            self._track(t, ti)
             return ti
         names = self.names.get(id(t))
         name = names[0] if names else None
