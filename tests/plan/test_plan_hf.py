@@ -174,6 +174,26 @@ def test_hf_apply_with_seed_reproduces_init_weights_bit_for_bit(case):
     assert not torch.equal(next(other.parameters()), next(model.parameters()))
 
 
+@pytest.mark.parametrize("name", ["llama", "bert"])
+def test_hf_on_the_meta_device_gives_init_weights_values_and_buffers(name):
+    # A model built on meta: apply(device="cpu") materializes it; the buffers its own _init_weights computes
+    # (Llama's RoPE inv_freq, BERT's position_ids) would otherwise be uninitialized memory.
+    with torch.device("meta"):
+        model, _ = zoo.BUILDERS[name]()
+    plan = initlab.plan(model, "hf")
+    assert [s.name for s in plan.post_steps] == ["hf_buffers", "hf_replay"]
+    out = plan.apply(seed=SEED, device="cpu")
+    ref = _oracle(name)
+    for (path, b), (_, r) in zip(out.named_buffers(), ref.named_buffers(), strict=True):
+        assert torch.equal(b, r), path
+    for (path, p), (_, r) in zip(out.named_parameters(), ref.named_parameters(), strict=True):
+        if path == "bert.embeddings.word_embeddings.weight":  # the stated padding-row exception
+            p, r = p[1:], r[1:]
+        assert torch.equal(p, r), path
+    # a model that is not on meta needs no such step
+    assert "hf_buffers" not in [s.name for s in initlab.plan(zoo.build(name)[0], "hf").post_steps]
+
+
 def test_hf_by_name_keeps_the_laws_but_not_the_values():
     model, _ = zoo.build("llama")
     plan = initlab.plan(model, "hf", options={"seeding": "by_name"})

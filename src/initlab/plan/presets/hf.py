@@ -28,7 +28,7 @@ from typing import Any
 
 from ..apply import entry_seed
 from ..context import PresetContext
-from ..hf import Law, Program, final_laws, init_program, is_hf_model, law_initializer, replay
+from ..hf import Law, Program, _walk, final_laws, init_program, is_hf_model, law_initializer, replay
 from ..registry import PresetOption, register_preset
 from ..sites import Choice
 
@@ -104,6 +104,7 @@ def hf_preset(ctx: PresetContext) -> None:
                     shape=(r1 - r0, *site.param.shape[1:]), fixed=True)
         mine[site.path] = (target, list(ctx.choices[site.path]))
     ctx.notes.append(f"preset 'hf': the laws of {source}.")
+    _add_buffers(ctx)
     if seeding == "by_name" or not program.exact:
         why = "each entry from its own generator seeded by (seed, path): the model's laws, initlab's values"
         if not program.exact:
@@ -111,6 +112,39 @@ def hf_preset(ctx: PresetContext) -> None:
         ctx.notes.append(f"seeding='by_name': {why}.")
         return
     _add_replay(ctx, program, laws, reinit, mine)
+
+
+def _add_buffers(ctx: PresetContext) -> None:
+    """For a model on the meta device: the buffers its own ``_init_weights`` computes (RoPE's ``inv_freq``,
+    BERT's ``position_ids``) get those values at apply, as ``init_weights()`` gives them — ``apply`` alone
+    would leave them as uninitialized memory (``to_empty``). Each such module goes through its owner's
+    ``_init_weights`` once more, with its own parameters put back after and the global RNG restored, so only
+    the buffers change."""
+    model = ctx.model
+    paths = {id(m): p for p, m in model.named_modules()}
+    todo: list[tuple[str, str, list[str]]] = []
+    for path, module, owner in _walk(model):
+        metas = [n for n, b in module._buffers.items() if b is not None and b.is_meta]
+        if metas:
+            todo.append((path, paths[id(owner)], metas))
+    if not todo:
+        return
+
+    def step(target: Any) -> None:
+        import torch
+
+        for path, owner_path, _ in todo:
+            module, owner = target.get_submodule(path), target.get_submodule(owner_path)
+            own = [(p, p.detach().clone()) for p in module.parameters(recurse=False)]
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                owner._init_weights(module)
+                for p, v in own:
+                    p.copy_(v)
+
+    names = [f"{p}.{n}" if p else n for p, _, ns in todo for n in ns]
+    ctx.add_post_step("hf_buffers", step, f"the model's meta buffers ({', '.join(names[:4])}"
+                      f"{', …' if len(names) > 4 else ''}) computed by its own _init_weights, as init_weights() "
+                      "does (their modules' parameters and the global RNG are left as they were)")
 
 
 def _add_replay(ctx: PresetContext, program: Program, laws: dict[str, Law], reinit: dict[str, Law],
