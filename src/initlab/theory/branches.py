@@ -109,9 +109,11 @@ def _norm_params(g: _Graph, start: int) -> tuple[str, ...]:
     return ()
 
 
-def _embedding_sum(g: _Graph, start: int) -> tuple[str, ...]:
-    """The tables of a skip that is a sum of embedding lookups and added parameters (``wte(ids) + wpe(pos)``),
-    walking back through views, dropout and adds only; ``()`` if anything else makes it."""
+def _embedding_tables(g: _Graph, start: int, *, strict: bool) -> tuple[str, ...]:
+    """The embedding tables (lookups, added parameters) whose values reach ``start`` walking back.
+    ``strict``: through views, dropout and adds only — ``()`` if anything else makes it (a skip that *is* a
+    sum of embeddings, ``wte(ids) + wpe(pos)``); else through any op that is not a kernel (norms, concats:
+    the tables that *feed* it)."""
     found: list[str] = []
     stack = [start]
     seen: set[int] = set()
@@ -123,15 +125,13 @@ def _embedding_sum(g: _Graph, start: int) -> tuple[str, ...]:
         n = g.nodes[j]
         if n.op in ("embedding", "embedding_bag"):
             found.extend(p for p, s in n.params if s == "weight")
-            continue
-        if n.op in ADD:
+        elif n.op in ADD or (not strict and n.op == "cat"):
             found.extend(p for p, _ in n.params)
             stack.extend(g.acts(j))
-            continue
-        if n.op in TRANSPARENT and len(g.acts(j)) == 1:
+        elif strict and not (n.op in TRANSPARENT and len(g.acts(j)) == 1):
+            return ()
+        elif n.kernel is None:
             stack.extend(g.acts(j))
-            continue
-        return ()
     return tuple(dict.fromkeys(found))
 
 
@@ -184,7 +184,7 @@ def branch_roles(flow: Dataflow, add: ResidualAdd, graph: _Graph | None = None) 
         inputs = [mha]
     kind = "attention" if attention or mha is not None else "mlp"
     norm = _norm_params(g, skip)
-    emb = () if norm else _embedding_sum(g, skip)
+    emb = () if norm else _embedding_tables(g, skip, strict=True)
     operand = 0 if g.nodes[add.node].inputs[0] == skip else 1
     return BranchRoles(add, kind, tuple(dict.fromkeys(k for k in inputs if k)), value, packed, mha, norm, emb,
                        operand)
@@ -197,23 +197,7 @@ def stream_embeddings(flow: Dataflow, stream: ResidualStream, graph: _Graph | No
     c = _classify_add(g, stream.adds[0].node)
     if c is None:
         return ()
-    found: list[str] = []
-    stack, seen = [c[0]], set()
-    while stack:
-        j = stack.pop()
-        if j in seen:
-            continue
-        seen.add(j)
-        n = g.nodes[j]
-        if n.op in ("embedding", "embedding_bag"):
-            found.extend(p for p, s in n.params if s == "weight")
-            continue
-        if n.kernel is not None:
-            continue
-        if n.op in ADD or n.op == "cat":
-            found.extend(p for p, _ in n.params)
-        stack.extend(g.acts(j))
-    return tuple(dict.fromkeys(found))
+    return _embedding_tables(g, c[0], strict=False)
 
 
 class _Scaler(_Recorder):

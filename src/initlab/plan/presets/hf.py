@@ -20,6 +20,10 @@ re-init departs from construction: a padding row ``init_weights()`` redraws thro
 zeroed again, as ``Model(config)`` has it, and the plan says so. The user's global RNG is not touched.
 ``seeding="by_name"``: initlab's usual guarantee instead (each entry from its own generator seeded by
 ``(seed, path)``; same laws, values independent of the other parameters).
+
+**Meta models.** The buffers a model's ``_init_weights`` computes (RoPE's ``inv_freq``, BERT's
+``position_ids``) are meta tensors on a model built under ``torch.device("meta")``; a post step gives them
+the values ``init_weights()`` gives, whatever the seeding.
 """
 
 from __future__ import annotations
