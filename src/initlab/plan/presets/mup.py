@@ -33,25 +33,31 @@ from typing import Any
 
 from ...initializers import RandomNormal, RandomUniform, Zeros
 from ..context import PresetContext
-from ..mup import BaseShapes, LrScale, WidthShape, base_shapes, width_shapes
+from ..mup import BaseShapes, LrScale, WidthShape, _shapes_of, base_shapes, width_shapes
 from ..registry import PresetOption, register_preset
 from ..sites import ParamSite
 
 __all__ = ["MUP_OPTIONS", "mup_preset"]
 
 
-def _shapes(value: Any) -> BaseShapes | None:
-    """The option's model or dict as base shapes (the plan then shows and serializes shapes, not a model)."""
-    return value if value is None or isinstance(value, BaseShapes) else base_shapes(value)
+def _shapes(what: str):
+    """A validator: the option's model or dict as base shapes (the plan then shows and serializes shapes, not a
+    model)."""
+    def check(value: Any) -> BaseShapes | None:
+        if value is None or isinstance(value, BaseShapes):
+            return value
+        shapes, source = _shapes_of(value, what)
+        return BaseShapes(shapes, None, source)
+    return check
 
 
 MUP_OPTIONS: tuple[PresetOption, ...] = (
     PresetOption("base", None, "the model at the base width (the width whose learning rate you tuned; an "
                  "nn.Module of the same architecture, built on meta is enough) or a dict {name: shape}: like "
                  "mup.set_base_shapes(model, base), a dimension that differs from it is a width dimension",
-                 kind="object", validate=_shapes, valid_text="an nn.Module or a dict {name: shape}"),
+                 kind="object", validate=_shapes("options['base']"), valid_text="an nn.Module or a dict {name: shape}"),
     PresetOption("delta", None, "optional: the model at another width, to say which dimensions are width when "
-                 "the model itself has the base width (mup's delta=)", kind="object", validate=_shapes,
+                 "the model itself has the base width (mup's delta=)", kind="object", validate=_shapes("options['delta']"),
                  valid_text="an nn.Module or a dict {name: shape}"),
     PresetOption("readout", "scaled", "the readout's init: 'scaled' (torch's law × the μP readout factor, "
                  "MuReadout's default) or 'zero' (MuReadout(readout_zero_init=True))", choices=("scaled", "zero")),
@@ -199,10 +205,38 @@ def mup_preset(ctx: PresetContext) -> None:
         s = ctx.lr_scales.get(site.path)
         if s is not None:
             _append_why(ctx, site, f"lr: {s.why}")
-    if ctx.example_input is not None and any("attention" in n.op for n in ctx.trace.flow.nodes):
-        attention = True
+    if ctx.example_input is not None:
+        qk = _attention_qk(ctx.trace.flow)
+        attention = attention or bool(qk)
+        for name in qk:
+            site = ctx.site(name)
+            if not _ATTN.search(site.path):  # not already told above
+                _append_why(ctx, site, _ATTN_TEXT)
     if attention:
         ctx.notes.append(f"mup: {_ATTN_TEXT}.")
+
+
+def _attention_qk(flow: Any) -> list[str]:
+    """The kernels whose outputs are the query and key operands of a traced ``scaled_dot_product_attention``
+    (walked back through views, transposes and a bias add)."""
+    from ...theory.dataflow import ADD, TRANSPARENT
+
+    out: list[str] = []
+    for n in flow.nodes:
+        if "scaled_dot_product_attention" not in n.op:
+            continue
+        for i in n.inputs[:2]:
+            for _ in range(32):
+                node = flow.nodes[i]
+                if node.kernel is not None:
+                    if node.kernel not in out:
+                        out.append(node.kernel)
+                    break
+                acts = [j for j in node.inputs if not flow.is_constant(j)]
+                if (node.op not in TRANSPARENT and node.op not in ADD) or len(acts) != 1:
+                    break
+                i = acts[0]
+    return out
 
 
 def _append_why(ctx: PresetContext, site: ParamSite, text: str) -> None:
