@@ -91,9 +91,11 @@ from . import residual  # noqa: F401
 from . import mup  # noqa: F401
 # isort: on
 from .auto import AUTO_OPTIONS
+from .mup import MUP_OPTIONS
 
 __all__ = [
     "AUTO_OPTIONS",
+    "MUP_OPTIONS",
     "PRESETS",
     "ParamSite",
     "PostStep",
