@@ -138,10 +138,8 @@ def width_shapes(model: nn.Module, bases: BaseShapes) -> dict[str, WidthShape]:
     out = {}
     for k, dims in shapes.items():
         b = tuple(bases[k])
-        if bases.widths is None:
-            inf = tuple(x != y for x, y in zip(b, dims, strict=True))
-        else:
-            inf = bases.widths[k]
+        # without a delta, what differs from the base is width (mup's zip_infshape, fin_if_same=True)
+        inf = tuple(x != y for x, y in zip(b, dims, strict=True)) if bases.widths is None else bases.widths[k]
         ws = WidthShape(dims, tuple(x if w else None for x, w in zip(b, inf, strict=True)))
         if ws.ninf > 2:
             raise ValueError(f"options['base']: {k!r} has {ws.ninf} width dimensions (shape {dims}, base {b}); μP "

@@ -198,7 +198,7 @@ def mup_preset(ctx: PresetContext) -> None:
         if ws.is_width(i):
             for b in biases:
                 _bias(ctx, b, m_in)
-    for name, p in ctx.model.named_parameters():
+    for name, _ in ctx.model.named_parameters():  # every tensor once, under its first name
         site = lr_site.get(name)
         ctx.lr_scales[name] = readouts.get(name) or _lr(widths[name], site)
     for site in ctx.known_sites:
