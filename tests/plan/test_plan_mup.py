@@ -262,3 +262,34 @@ def test_errors_name_the_option():
         initlab.plan(m, "torch").param_groups(1e-3)
     before = {n: p.clone() for n, p in m.state_dict().items()}
     assert all(torch.equal(before[n], p) for n, p in m.state_dict().items())  # planning never writes
+
+
+def test_hf_conv1d_biases_and_a_hidden_layer_taken_for_a_readout():
+    """GPT-2's Conv1D (read by the trace) gets the bias rule through the trace's kernel pairing; Llama's zoo config
+    keeps intermediate_size fixed, so gate/up_proj look like readouts — the plan says so instead of hiding it."""
+    pytest.importorskip("transformers")
+    from tests.zoo import gpt2, llama
+
+    model, x = gpt2(n_embd=64)
+    plan = initlab.plan(model, "mup", options={"base": gpt2(n_embd=32)[0]}, example_input=x)
+    # bias behind a width fan-in: torch's law at the base fan-in, U(±1/√32) (c_proj: fan-in 4·32)
+    assert plan["transformer.h.0.attn.c_attn.bias"].std == pytest.approx(1 / math.sqrt(3 * 32))
+    assert plan["transformer.h.0.mlp.c_proj.bias"].std == pytest.approx(1 / math.sqrt(3 * 128))
+    assert "multiply the logits by 0.5" in plan["lm_head.weight"].why
+    model, x = llama(hidden_size=64)
+    plan = initlab.plan(model, "mup", options={"base": llama(hidden_size=32)[0]}, example_input=x)
+    assert "the trace shows its output feeds other ops" in plan["model.layers.0.mlp.up_proj.weight"].why
+    assert "the trace confirms its output is the model's output" in plan["lm_head.weight"].why
+    assert any("model.layers.0.mlp.gate_proj.weight" in n and "readouts" in n for n in plan.notes)
+
+
+def test_library_does_not_import_mup():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['mup'] = None\n"  # any `import mup` would now raise
+            "import torch, initlab\n"
+            "m = lambda w: torch.nn.Sequential(torch.nn.Linear(3, w), torch.nn.Linear(w, 2))\n"
+            "p = initlab.plan(m(32), 'mup', options={'base': m(8)}, example_input=torch.randn(2, 3))\n"
+            "p.apply(seed=0); torch.optim.AdamW(p.param_groups(1e-3))\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -111,7 +111,7 @@ def _readout_of(ctx: PresetContext, site: ParamSite) -> str:
 
 
 def _tied_readout(ctx: PresetContext, site: ParamSite) -> str | None:
-    """The alias of a tied embedding that a Linear (or, traced, a matmul) uses as a readout, if any."""
+    """The alias of a tied embedding that a plain Linear uses as a readout, if any."""
     from torch import nn
 
     for alias in site.aliases:
@@ -120,7 +120,7 @@ def _tied_readout(ctx: PresetContext, site: ParamSite) -> str | None:
             m = ctx.model.get_submodule(owner)
         except AttributeError:
             continue
-        if isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear) and not _is_mureadout(m):  # MuSharedReadout divides in its own forward
             return alias
     return None
 
@@ -159,9 +159,7 @@ def mup_preset(ctx: PresetContext) -> None:
     widths = width_shapes(ctx.model, bases)
     ctx.apply_preset("torch")
     zero = opts.get("readout") == "zero"
-    by_layer: dict[int, list[ParamSite]] = {}
-    for s in ctx.known_sites:
-        by_layer.setdefault(id(s.layer), []).append(s)
+    biases_of = _biases_by_kernel(ctx)
     lr_site: dict[str, ParamSite] = {}
     readouts: dict[str, LrScale] = {}
     attention = False
@@ -191,7 +189,7 @@ def mup_preset(ctx: PresetContext) -> None:
             continue
         i, o = _dims(site)
         m_in = ws.mult(i)
-        biases = [b for b in by_layer.get(id(site.layer), []) if b.info.role == "bias"]
+        biases = biases_of.get(site.path, [])
         if ws.is_width(i) and not ws.is_width(o):
             readouts[site.path] = _readout(ctx, site, biases, m_in, zero)
             continue
@@ -212,8 +210,26 @@ def mup_preset(ctx: PresetContext) -> None:
             site = ctx.site(name)
             if not _ATTN.search(site.path):  # not already told above
                 _append_why(ctx, site, _ATTN_TEXT)
+    if readouts:
+        ctx.notes.append(f"mup: readouts (fan-in a width dimension, fan-out not: {', '.join(readouts)}) get μP's "
+                         "output rule; a hidden layer listed here has a fan-out the base model does not scale")
     if attention:
         ctx.notes.append(f"mup: {_ATTN_TEXT}.")
+
+
+def _biases_by_kernel(ctx: PresetContext) -> dict[str, list[ParamSite]]:
+    """Each kernel's bias sites: its layer's (a known module), or those the trace paired with it (HF Conv1D's
+    ``addmm(b, x, W)``: a traced bias is a layer of its own, its reading names the kernel)."""
+    out: dict[str, list[ParamSite]] = {}
+    kernels: dict[int, str] = {id(s.layer): s.path for s in ctx.known_sites if s.info.role == "kernel"}
+    for s in ctx.known_sites:
+        if s.info.role != "bias":
+            continue
+        reading = s.info.meta.get("reading") if s.layer.attrs.get("traced") else None
+        kernel = getattr(reading, "kernel", None) if reading is not None else kernels.get(id(s.layer))
+        if kernel is not None:
+            out.setdefault(ctx.site(kernel).path, []).append(s)
+    return out
 
 
 def _attention_qk(flow: Any) -> list[str]:
@@ -260,6 +276,9 @@ def _readout(ctx: PresetContext, site: ParamSite, biases: list[ParamSite], m: fl
     fan_in = site.info.fans["torch"].fan_in if site.info.fans.get("torch") else site.info.fans["true"].fan_in
     mu = _is_mureadout(site.module)
     seen = _readout_of(ctx, site)
+    if ctx.example_input is not None and not seen:
+        seen = ("; but the trace shows its output feeds other ops: if it is a hidden layer, its fan-out must be a "
+                "width dimension too — give the base model the scaled size (mup would refuse this model)")
     if zero:
         ctx.set(site, Zeros(), f"μP readout (fan-in width, fan-out not{seen}): zeros, as "
                 "MuReadout(readout_zero_init=True)", fans=site.info.fans.get("true"))
