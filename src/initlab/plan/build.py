@@ -251,7 +251,8 @@ def plan(
         for ch in choices:
             entries.append(_entry(site, ch, _explain(site, ch.why, trace)))
     given = {k: resolved[k] for k in (options or {})}
-    return Plan(model, preset, entries, list(ctx.post_steps), ctx.notes, params, given, trace=trace)
+    return Plan(model, preset, entries, list(ctx.post_steps), ctx.notes, params, given, trace=trace,
+                lr_scales=dict(ctx.lr_scales))
 
 
 def _entry(site: ParamSite, ch: Choice, why: str) -> PlanEntry:

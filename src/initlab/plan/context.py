@@ -38,6 +38,9 @@ class PresetContext:
         self._follow: dict[int, Follow] | None = None
         #: Paths a rule of the plan() call covers: a preset may skip work for them (auto does).
         self.ruled: set[str] = set()
+        #: Per-parameter learning-rate factors a preset sets (``mup``: :class:`~initlab.plan.mup.LrScale`), by
+        #: parameter name; :meth:`Plan.param_groups <initlab.plan.Plan.param_groups>` reads them.
+        self.lr_scales: dict[str, Any] = {}
         self._stack: list[str] = []
 
     @property
