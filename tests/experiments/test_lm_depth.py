@@ -23,7 +23,12 @@ def lm():
     mod = importlib.util.module_from_spec(spec)
     sys.modules["lm_depth_bench"] = mod
     spec.loader.exec_module(mod)
-    return mod
+    # one thread, as the benchmark runs: these models are tiny, and two threads on a busy 2-core machine
+    # spin against each other (backward of a depth-1 width-32 GPT: 0.44 s a step with two, ms with one)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield mod
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +92,34 @@ def test_one_run_trains_and_records_the_metrics(lm, toy):
     assert math.isfinite(r["val_loss"]) and r["val_loss"] < r["init_loss"]  # the toy corpus is periodic: learnable
     again = lm.run_one(lm.RunSpec("pre", 1, "torch", 0, "reference"), settings, corpus)
     assert again["losses"] == r["losses"]  # the seed fixes init and batch order
+
+
+def test_unigram_loss_is_the_add_one_byte_model_of_the_training_bytes(lm, toy):
+    corpus = lm.load_corpus(*toy)
+    train, val = corpus.train.tolist(), corpus.val.tolist()
+    # the oracle, written out with the standard library: p(b) = (count(b) + 1) / (n + 256)
+    want = -sum(math.log((train.count(b) + 1) / (len(train) + 256)) for b in val) / len(val)
+    assert lm.unigram_loss(corpus) == pytest.approx(want, rel=1e-12)
+
+
+def test_main_runs_two_steps_resumes_and_refuses_changed_settings(lm, tmp_path, capsys):
+    out = tmp_path / "lm.json"
+    argv = ["--norms", "post", "--depths", "1", "--schemes", "torch,auto", "--steps", "2", "--jobs", "1",
+            "--out", str(out), "--no-progress"]
+    assert lm.main(argv) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert sorted(runs) == ["post/1/auto/0/library", "post/1/torch/0/reference"]
+    assert all(r["steps_run"] == 2 and math.isfinite(r["val_loss"]) for r in runs.values())
+    table = capsys.readouterr().out
+    assert "| post | 1 | torch | torch |" in table and "| post | 1 | auto | lib |" in table
+    assert lm.main(argv) == 0 and json.loads(out.read_text())["runs"] == runs  # resumed: nothing re-run
+    with pytest.raises(SystemExit):
+        lm.main([("3" if a == "2" else a) for a in argv])  # --steps 3 into the same file
+    err = capsys.readouterr().err
+    assert f"--out: {out} holds runs made with other settings (differ: steps)" in err
+    assert json.loads(out.read_text())["runs"] == runs  # and the file is untouched
+    assert lm.main(["--table", "--out", str(out)]) == 0
+    assert "| post | 1 | auto | lib |" in capsys.readouterr().out
 
 
 def test_running_mean_and_steps_to_target_on_a_synthetic_curve(lm):
@@ -219,8 +252,9 @@ def test_summarize_counts_nans_and_keeps_finite_means(lm):
     runs = [{"norm": "post", "depth": 6, "scheme": "torch", "impl": "reference", "val_loss": v,
              "divergence": d, "steps_to_target": s}
             for v, d, s in ((2.0, None, 100), (math.nan, ["nan", 40], None), (2.2, ["spike", 90], 150))]
-    (r,) = lm.summarize(runs)
+    (r,) = lm.summarize(runs, unigram=2.25)
     assert (r["seeds"], r["nan"], r["diverged"], r["reached"]) == (3, 1, 2, 2)
+    assert r["stalled"] == 1  # 2.2 > 2.25 − 0.1; 2.0 is not; the NaN run is counted as NaN, not stalled
     assert r["val_mean"] == pytest.approx(2.1) and r["steps_to_target"] == 125
 
 
