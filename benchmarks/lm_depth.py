@@ -14,7 +14,9 @@ decay 0, no gradient clipping (clipping and warmup are the cures for what this m
 the seed draws the init and the batch order. μP uses its own per-layer lr multipliers.
 **Metrics** per run: validation loss (nats/byte, every validation window) after the step budget; steps to
 ``--target`` (first step whose 10-step mean training loss is ≤ target); divergence (:func:`divergence`: a
-non-finite loss, or a 10-step mean above 1.5× the lowest earlier one from step 20 on).
+non-finite loss, or a 10-step mean above 1.5× the lowest earlier one from step 20 on); stalled (a finite
+validation loss above :func:`unigram_loss` − 0.1: the model learned little beyond byte frequencies — how a
+deep post-LN model fails without warmup here, rather than by a NaN).
 
 **Schemes** (:data:`SCHEMES`): ``torch`` (each module's ``reset_parameters``, the anchor), ``hf``, ``auto``,
 ``auto+gpt2``, ``auto+deepnet``, ``auto+deepnet-a``, ``auto+tfixup``, ``auto+measured``, ``mup``. Each calls the
@@ -22,7 +24,7 @@ library preset when initlab has it, and otherwise a **reference** implementation
 here (:func:`reference_formulas` lists them; output rows say ``ref``). ``--impl reference`` forces those.
 
     python benchmarks/lm_depth.py               # default: post-LN depth 48, 3 schemes, 50 steps, ≈ 5 min
-    python benchmarks/lm_depth.py --full --jobs 2 --out benchmarks/results/lm_depth_full.json
+    python benchmarks/lm_depth.py --full --jobs 2 --out benchmarks/results/lm_depth_full.json  # 204 runs, 5–10 h
     python benchmarks/lm_depth.py --norms post --depths 48 --schemes torch,auto --seeds 0,1,2 --steps 300
 
 Results are checkpointed per run in the ``--out`` JSON; a rerun resumes (a changed setting is an error).
@@ -771,7 +773,7 @@ def _csv(kind: Callable, text: str) -> tuple:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="the whole grid: pre/post × 6/12/24/48 × every "
-                        "scheme × seeds 0–2, 150 steps (≈ 6 h on 2 cores; see the README)")
+                        "scheme × seeds 0–2, 150 steps (≈ 5–10 h on 2 cores; see the README)")
     parser.add_argument("--norms", type=lambda t: _csv(str, t), help="e.g. pre,post")
     parser.add_argument("--depths", type=lambda t: _csv(int, t), help="e.g. 6,12,24,48")
     parser.add_argument("--schemes", type=lambda t: _csv(str, t), help=f"from {', '.join(SCHEMES)}")
