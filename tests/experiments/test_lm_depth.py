@@ -5,24 +5,18 @@ verdict logic. Small models (depth 1–2) and toy corpora keep it to a few secon
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "lm_depth.py"
+from tests._benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def lm():
-    spec = importlib.util.spec_from_file_location("lm_depth_bench", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["lm_depth_bench"] = mod
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("lm_depth")
     # one thread, as the benchmark runs: these models are tiny, and two threads on a busy 2-core machine
     # spin against each other (backward of a depth-1 width-32 GPT: 0.44 s a step with two, ms with one)
     threads = torch.get_num_threads()
