@@ -22,6 +22,7 @@ PACKAGE = SRC / "initlab"
 LAYERS: list[tuple[str, ...]] = [
     ("initlab._version",),
     ("initlab.initializers",),
+    ("initlab.distributed",),
     ("initlab.theory",),
     ("initlab.plan",),
     ("initlab.inspect",),

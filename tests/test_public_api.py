@@ -27,6 +27,7 @@ PUBLIC = [
 # Appended since, in order.
 PUBLIC += [
     "ModelTrace", "ParamReading", "ResidualAdd", "ResidualStream", "residual_streams", "trace_model",  # issue 14
+    "ShardIndex", "fill_counter",  # issue 15: counter-based fills of any shard (sharded initialization)
 ]  # fmt: skip
 
 # What `from <package> import name` gave before, for the module paths that became packages.

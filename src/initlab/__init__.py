@@ -19,9 +19,11 @@ from .experiments.tutorial import TutorialRow, tutorial_node, tutorial_table
 from .initializers import *  # noqa: F403
 from .initializers import __all__ as _init_all
 from .initializers.activations import Activation, activation, known_activations
+from .initializers.counter_fill import fill_counter
 from .initializers.describe import Description, describe
 from .initializers.fans import LAYOUTS, Fans, fans
 from .initializers.gain import gain
+from .initializers.shard_index import ShardIndex
 from .inspect.findings import Finding
 from .inspect.fix import FixResult, fix
 from .inspect.report import Report, plot
@@ -84,4 +86,7 @@ __all__ = [
     "ResidualStream",
     "residual_streams",
     "trace_model",
+    # sharded initialization (issue 15): counter-based fills of any block of a tensor
+    "ShardIndex",
+    "fill_counter",
 ]

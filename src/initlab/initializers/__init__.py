@@ -3,7 +3,8 @@
 The lowest layer of initlab: one module per family (``constant``, ``random``, ``variance_scaling``,
 ``matrix``, ``stft``) on ``base.Initializer``, ``registry`` (``get``, ``register``, ``catalogue``), and what
 the catalogue needs — ``fans``, ``description`` (the ``Description`` record) and ``describe``,
-``activations``, ``quadrature`` and ``gain``. Nothing here imports from another part of initlab; higher
+``activations``, ``quadrature`` and ``gain``; and the counter-based generator that fills any shard of a
+tensor with the values it has in the whole (``counter``, ``shard_index``, ``counter_fill``). Nothing here imports from another part of initlab; higher
 layers add initializers through :func:`register` (``initlab.theory.critical_init`` registers ``Critical``).
 """
 

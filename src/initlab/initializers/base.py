@@ -161,6 +161,35 @@ class Initializer(abc.ABC):
         ``Plan.apply`` fills such entries in place without losing all-or-nothing. Default: no."""
         return False
 
+    def counter_law(
+        self,
+        shape: Sequence[int],
+        layout: str = "torch",
+        *,
+        groups: int = 1,
+        fans: Fans | tuple[int, int] | None = None,
+    ) -> Any:
+        """The law a counter-based fill draws for ``shape`` (:mod:`initlab.initializers.counter_fill`): a
+        ``UniformLaw``, ``NormalLaw``, … whose values at each element depend on the seed and that element's
+        global index only — or ``None`` when the values need the whole tensor (an orthogonal matrix) or
+        the class cannot vouch for them.
+
+        A class vouches through ``_counter_law`` only where the same class defines ``_fill``: a subclass
+        that overrides ``_fill`` (a user's variant of ``RandomNormal``) inherits no counter law, so a
+        sharded fill never replaces its values with its parent's law.
+
+        >>> from initlab.initializers import GlorotUniform, Orthogonal
+        >>> GlorotUniform().counter_law((250, 16), "keras")
+        UniformLaw(low=-0.15018785229652765, high=0.15018785229652765)
+        >>> Orthogonal().counter_law((16, 16)) is None
+        True
+        """
+        mro = type(self).__mro__
+        owner = next(c for c in mro if "_counter_law" in c.__dict__)
+        if owner is not next(c for c in mro if "_fill" in c.__dict__):
+            return None
+        return self._counter_law(self.describe(shape, layout, groups=groups, fans=fans))
+
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments, as in Keras's ``get_config``."""
         return {k: getattr(self, k) for k in self._config_keys}
@@ -197,6 +226,10 @@ class Initializer(abc.ABC):
 
     @abc.abstractmethod
     def _fill(self, work: torch.Tensor, desc: Description, gen: torch.Generator | None) -> None: ...
+
+    def _counter_law(self, desc: Description) -> Any:
+        """The counter-based law of ``desc`` (see :meth:`counter_law`); ``None``: none."""
+        return None
 
     def _desc(self, shape, layout, fans, family, mean, variance, low, high, formula, /, **params) -> Description:
         return Description(

@@ -7,6 +7,7 @@ import math
 import torch
 
 from .base import Initializer
+from .counter_fill import ConstantLaw
 from .description import Description
 from .fans import Fans
 
@@ -38,6 +39,9 @@ class Constant(Initializer):
 
     def fill_cannot_fail(self) -> bool:
         return True
+
+    def _counter_law(self, desc: Description) -> ConstantLaw:
+        return ConstantLaw(self.value)
 
     def _fill(self, work: torch.Tensor, desc: Description, gen: torch.Generator | None) -> None:
         if self.value == 0.0:

@@ -12,6 +12,7 @@ import math
 import torch
 
 from .base import Initializer, Seed, _check_seed
+from .counter_fill import DiracLaw, IdentityLaw, SparseLaw
 
 __all__ = ["DeltaOrthogonal", "Dirac", "Identity", "Orthogonal", "Sparse"]
 
@@ -99,6 +100,9 @@ class Identity(Initializer):
         return self._desc(shape, layout, fans, "identity", mean, var, min(0.0, self.gain), max(0.0, self.gain),
                           f"{k} diagonal entries = {self.gain:g}, the rest 0", gain=self.gain)
 
+    def _counter_law(self, desc):
+        return IdentityLaw(self.gain)
+
     def _fill(self, work, desc, gen):
         work.zero_()
         work.diagonal().fill_(self.gain)
@@ -139,6 +143,9 @@ class Dirac(Initializer):
         mean = ones / n
         return self._desc(shape, layout, fans, "dirac", mean, mean - mean * mean, 0.0, 1.0,
                           f"{ones} ones at the kernel centre, the rest 0", gain=1.0, ones=ones)
+
+    def _counter_law(self, desc):
+        return DiracLaw(self.groups, desc.layout)
 
     def _fill(self, work, desc, gen):
         ts = self._torch_shape(tuple(work.shape), desc.layout)
@@ -244,6 +251,9 @@ class Sparse(Initializer):
         return self._desc(shape, layout, fans, "sparse_normal", 0.0, var, -math.inf, math.inf,
                           f"var = (1 − {zeros}/{rows})·std² = {var:.3g}",
                           stddev=self.std, zeros_per_column=zeros)
+
+    def _counter_law(self, desc):
+        return SparseLaw(self.std, desc.params["zeros_per_column"], desc.layout)
 
     def _fill(self, work, desc, gen):
         w = work if desc.layout in _TORCH_LAYOUTS else work.t()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from .base import Initializer, Seed, _check_seed
+from .counter_fill import NormalLaw, TruncNormalLaw, UniformLaw
 from .sampling import TRUNC_STD_2SIGMA, truncated_moments, truncated_normal_
 
 __all__ = ["RandomNormal", "RandomUniform", "TruncNormal", "TruncatedNormal"]
@@ -46,6 +47,9 @@ class RandomNormal(Initializer):
     def fill_cannot_fail(self) -> bool:
         return True
 
+    def _counter_law(self, desc):
+        return NormalLaw(self.mean, self.stddev)
+
     def _fill(self, work, desc, gen):
         work.normal_(self.mean, self.stddev, generator=gen)
 
@@ -75,6 +79,9 @@ class RandomUniform(Initializer):
     def fill_cannot_fail(self) -> bool:
         return True
 
+    def _counter_law(self, desc):
+        return UniformLaw(self.minval, self.maxval)
+
     def _fill(self, work, desc, gen):
         work.uniform_(self.minval, self.maxval, generator=gen)
 
@@ -101,6 +108,9 @@ class TruncatedNormal(Initializer):
                           f"var = (0.8796·stddev)² = (0.8796·{self.stddev:g})² = {s * s:.4g} "
                           "(N(mean, stddev) cut at ±2·stddev)",
                           mean=self.mean, stddev=self.stddev)
+
+    def _counter_law(self, desc):
+        return TruncNormalLaw(self.mean, self.stddev, self.mean - 2 * self.stddev, self.mean + 2 * self.stddev)
 
     def _fill(self, work, desc, gen):
         truncated_normal_(work, -2.0, 2.0, gen, self.stddev, self.mean)
@@ -133,6 +143,9 @@ class TruncNormal(Initializer):
                           f"var = std²·Var[Z | {lo:.3g} ≤ Z ≤ {hi:.3g}] = {self.std**2 * v:.4g} "
                           "(torch trunc_normal_, absolute bounds)",
                           mean=self.mean, stddev=self.std)
+
+    def _counter_law(self, desc):
+        return TruncNormalLaw(self.mean, self.std, self.a, self.b)
 
     def _fill(self, work, desc, gen):
         truncated_normal_(work, (self.a - self.mean) / self.std, (self.b - self.mean) / self.std, gen,

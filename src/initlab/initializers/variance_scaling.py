@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .base import Initializer, Seed, _check_seed
+from .counter_fill import NormalLaw, TruncNormalLaw, UniformLaw
 from .fans import Fans
 from .sampling import TRUNC_STD_2SIGMA, truncated_normal_
 
@@ -122,6 +123,14 @@ class VarianceScaling(Initializer):
     def fill_cannot_fail(self) -> bool:
         # The truncated sampler may redraw into scratch tensors: an allocation that could fail half way.
         return self.distribution in ("uniform", "untruncated_normal")
+
+    def _counter_law(self, desc) -> UniformLaw | NormalLaw | TruncNormalLaw:
+        if self.distribution == "uniform":
+            return UniformLaw(desc.low, desc.high)
+        if self.distribution == "untruncated_normal":
+            return NormalLaw(0.0, desc.std)
+        sd = desc.params["stddev"]
+        return TruncNormalLaw(0.0, sd, -2 * sd, 2 * sd)
 
     def _fill(self, work: torch.Tensor, desc, gen) -> None:
         if self.distribution == "uniform":

@@ -17,12 +17,12 @@ for a block of code. The kernels compile once after install
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
+
+from ..initializers.compiled import switch_on, switched_off
 
 __all__ = ["available", "disabled", "kernels", "ref", "takes"]
 
@@ -30,45 +30,20 @@ _STATE: dict[str, Any] = {}
 _DTYPES = (torch.float32, torch.float64)
 
 
-_SWITCH = {"1": True, "on": True, "true": True, "yes": True, "0": False, "off": False, "false": False, "no": False}
-
-
 def available() -> bool:
     """Whether the compiled kernels can be used (numba importable and not turned off)."""
-    if "ok" not in _STATE:
-        value = os.environ.get("INITLAB_FUSED", "1").strip().lower()
-        if value not in _SWITCH:
-            raise ValueError(
-                f"environment variable INITLAB_FUSED: expected 1/on to use the compiled statistics or 0/off "
-                f"to turn them off, got {value!r}."
-            )
-        ok = _SWITCH[value]
-        if ok:
-            try:
-                _load()
-            except ImportError:
-                ok = False
-        _STATE["ok"] = ok
-    return bool(_STATE["ok"])
+    return switch_on(_STATE, "INITLAB_FUSED", _load, "the compiled statistics")
 
 
-@contextmanager
-def disabled() -> Iterator[None]:
+def disabled() -> AbstractContextManager[None]:
     """Run a block with the kernels off (torch ops only), e.g. to compare the two paths side by side."""
-    was = _STATE.get("ok")
-    _STATE["ok"] = False
-    try:
-        yield
-    finally:
-        if was is None:
-            _STATE.pop("ok", None)
-        else:
-            _STATE["ok"] = was
+    return switched_off(_STATE)
 
 
 def takes(t: torch.Tensor | None) -> bool:
     """Whether the kernels take ``t``: they are on, and ``t`` is a non-empty contiguous float32/float64
-    tensor on the CPU whose memory holds its values as they are (no lazy negation bit)."""
+    tensor on the CPU whose memory holds its values as they are (no lazy negation bit, not a wrapper
+    such as a DTensor, whose values live in its local shard)."""
     return (
         t is not None
         and t.is_cpu
@@ -77,6 +52,7 @@ def takes(t: torch.Tensor | None) -> bool:
         and t.numel() > 0
         and t.is_contiguous()
         and not t.is_neg()  # a lazily negated view shares memory that holds the un-negated values
+        and t.data_ptr() != 0  # a wrapper subclass (a DTensor) holds no memory of its own: address 0
         and bool(_STATE.get("ok") or available())
     )
 
@@ -95,10 +71,8 @@ def kernels() -> Any:
     return _STATE["kernels"]
 
 
-def _load() -> None:
+def _load() -> Any:
     # numba compiles each kernel at its first call (or loads it from its cache), not here
-    import numba  # noqa: F401  (ImportError: kernels unavailable)
+    from . import _fused_kernels  # ImportError without numba
 
-    from . import _fused_kernels
-
-    _STATE["kernels"] = _fused_kernels
+    return _fused_kernels

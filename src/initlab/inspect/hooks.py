@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..distributed.placements import is_dtensor
 from ..initializers.activations import _FUNCTIONS
 from .discovery import _ACT_TYPES, _keras_activation
 from .params import _SMALL_PARAM, _fused_sums
@@ -113,6 +114,22 @@ def _grad_norm_hook(rec: _Recorder, output_nr: int, row: dict[str, Any]) -> Call
     return lambda grad_outputs: rec.record_norm(row, grad_outputs[output_nr])
 
 
+def _computing_copies(hooked: list[tuple[str, nn.Module, bool]], wrt: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The parameters a sharded model computed with, where they are not the ones it holds: FSDP2 gathers
+    plain copies of its DTensor parameters for the forward pass, so the gradient that reaches a layer fed
+    by integer inputs (an embedding) flows to its copy alone; taking gradients for the copies too makes
+    autograd run that layer's backward, where its output's ‖dL/dz‖ is read. Their own gradients (each
+    rank's batch shard's part) are discarded."""
+    seen = {id(t) for t in wrt}
+    out = []
+    for _, m, _ in hooked:
+        for p in m._parameters.values():
+            if p is not None and p.requires_grad and id(p) not in seen and not is_dtensor(p):
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
 def _run_once(
     model: Any,
     x: Any,
@@ -123,8 +140,9 @@ def _run_once(
     params: list[tuple[str, torch.Tensor]],
     function_mode: bool = False,
     weights: bool = True,
+    sharded: bool = False,
 ) -> tuple[_Recorder, dict[int, float | None], torch.Tensor]:
-    rec = _Recorder(keras, weights)
+    rec = _Recorder(keras, weights, sharded)
     handles: list[Any] = []
     param_hooks: list[tuple[torch.Tensor, Any]] = []
     wrapped: list[tuple[nn.Module, Any]] = []
@@ -225,7 +243,11 @@ def _run_once(
             param_hooks = [(p, p._backward_hooks) for p in hooked_params]
             for p in hooked_params:
                 handles.append(p.register_hook(_param_grad_hook(rec, by_id, id(p))))
-            grads = torch.autograd.grad(loss, wrt, allow_unused=True)
+            copies = _computing_copies(hooked, wrt) if sharded else []
+            for p in copies:
+                if p.numel() > _SMALL_PARAM:
+                    handles.append(p.register_hook(_param_grad_hook(rec, {}, id(p))))
+            grads = torch.autograd.grad(loss, wrt + copies, allow_unused=True)[: len(wrt)]
         small = [
             (p, g) for p, g in zip(weights, grads, strict=False) if g is not None and p.numel() <= _SMALL_PARAM
         ]

@@ -106,7 +106,10 @@ def _param_stats(
     keras: bool,
     grad_runs: list[dict[int, float | None]],
     weight_sums: dict[int, tuple[Any, Any]] | None = None,
+    moments: dict[int, tuple[float, float]] | None = None,
 ) -> list[ParamStats]:
+    """One :class:`ParamStats` per parameter. ``moments``: (std, mean) already known by ``id`` — a sharded
+    model's, reduced over its shards (:mod:`initlab.inspect.sharded`) — used as they are."""
     owner: dict[int, tuple[str, str]] = {}
     for path, m, _ in hooked:
         for pname, p in _own_params(m, keras):
@@ -116,11 +119,11 @@ def _param_stats(
     weight_sums = weight_sums or {}
     ids = [id(p) for _, p in params]
     # float64 sums from a fused pass are final; torch's 0-d float32 sums come back in one round trip
-    known: dict[int, tuple[float, float] | None] = {}
+    known: dict[int, tuple[float, float] | None] = dict(moments or {})
     taken: list[torch.Tensor] = []
     for (_, p), pid in zip(params, ids, strict=True):
         sums = weight_sums.get(pid)
-        if sums is None:
+        if sums is None or pid in known:
             continue
         if isinstance(sums[0], float):
             known[pid] = _from_sums(p.numel(), *sums, safe=True)

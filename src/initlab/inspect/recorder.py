@@ -50,7 +50,7 @@ class _Recorder:
     cost the inspection benchmarks measure (README, *Inspection*).
     """
 
-    def __init__(self, keras: bool, weights: bool = True):
+    def __init__(self, keras: bool, weights: bool = True, sharded: bool = False):
         self.keras = keras
         self.rows: list[dict[str, Any]] = []
         self.blocks: list[dict[str, Any]] = []
@@ -77,6 +77,10 @@ class _Recorder:
         self.zeros: dict[tuple[Any, Any], torch.Tensor] = {}
         self.keeps: dict[int, bool] = {}
         self.leaf_hooks: list[Any] = []
+        # A data-parallel run (initlab.inspect.sharded) reduces its rows over ranks afterwards: it needs
+        # which units fired (a unit is dead only if dead on every rank's batch) and residual blocks' sums.
+        self.sharded = sharded
+        self.units: list[tuple[dict[str, Any], torch.Tensor]] = []
 
     def scratch(self, t: torch.Tensor) -> torch.Tensor:
         """A reusable buffer shaped like ``t``: elementwise temporaries in the middle of a forward would
@@ -345,6 +349,8 @@ class _Recorder:
                     fires = o.amax(dim=0)
                     alive = int(torch.count_nonzero(fires))
                 row["dead"] = 1.0 - alive / max(fires.numel(), 1)
+            if self.sharded and "dead" in row:
+                self.units.append((row, (out != 0).reshape(out.shape[0], -1).any(0).to(torch.uint8)))
             if kind == "activation" and row.get("dead", 0.0) > _DEAD_CHECK:
                 head = _head(info["t"]) if info.get("z_intact") else info.get("z_head")
                 if head is not None:
@@ -388,8 +394,11 @@ class _Recorder:
         ac, bc = a - a.mean(), b - b.mean()
         corr = float((ac @ bc) / (ac.norm() * bc.norm()).clamp_min(1e-300))
         branch = float((a - b).std()) if t._version == info.get("version") else None
+        sums = [float(a.numel()), float(a.sum()), float(a @ a), float(b.sum()), float(b @ b), float(a @ b)] \
+            if self.sharded else None
         self.blocks.append(
             {
+                "sums": sums,
                 "path": path,
                 "module": type(module).__name__,
                 "call": n,

@@ -204,10 +204,16 @@ class Report:
             "findings": [f.to_dict() for f in self.findings],
         }
 
+    @property
+    def quiet(self) -> bool:
+        """True on ranks other than 0 of a sharded run (:mod:`initlab.inspect.sharded`): every rank holds
+        the same reduced report, and only rank 0 prints it or writes files."""
+        return bool(self.meta.get("rank", 0))
+
     def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int = 2) -> str:
-        """The JSON text; also written to ``path`` when given."""
+        """The JSON text; also written to ``path`` when given (by rank 0 only, in a sharded run)."""
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-        if path is not None:
+        if path is not None and not self.quiet:
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text + "\n")
         return text
@@ -253,11 +259,16 @@ class Report:
         from rich.table import Table
 
         m = self.meta
+        if self.quiet:
+            yield f"initlab.inspect: rank {m['rank']} of {m['ranks']}; rank 0 prints the report"
+            return
         yield (
             f"[bold]initlab.inspect[/bold] {m.get('model', '')} ({m.get('framework', '')}) · batch "
             f"{m.get('batch_size')} · {m.get('runs', 1)} run(s) · loss: {m.get('loss', '')} · "
             f"{'train' if m.get('training_mode') else 'eval'} mode · {m.get('flush_denormal_note', '')}"
         )
+        if m.get("sharding"):
+            yield f"sharded: {m['sharding']}"
         t = Table(title="Layer calls (execution order)", show_lines=False, header_style="bold")
         for col, just in (
             ("#", "right"),
@@ -448,7 +459,7 @@ def plot(
 
     Left: std(z_ℓ) against depth ℓ; right: ‖dL/dz_ℓ‖ — both log scale, one line per report. With
     ``theory=True`` each report's mean-field std curve is drawn dashed (MLP-shaped models only).
-    Returns the figure; writes a PNG when ``path`` is given.
+    Returns the figure; writes a PNG when ``path`` is given (by rank 0 only, for sharded reports).
     """
     import matplotlib
 
@@ -489,7 +500,7 @@ def plot(
         ax.legend(fontsize=8)
     fig.suptitle("Signal propagation at initialization (initlab.inspect)")
     fig.tight_layout()
-    if path is not None:
+    if path is not None and not any(r.quiet for r in loaded):
         fig.savefig(path, dpi=110)
         plt.close(fig)
     return fig

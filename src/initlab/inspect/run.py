@@ -19,6 +19,7 @@ from .hooks import _needs_function_mode, _run_once
 from .params import _param_stats
 from .report import Report
 from .rows import BlockStats, CallStats
+from .sharded import detect, reshard
 from .snapshot import _params_untouchable, _Snapshot, flush_denormal_state
 from .statistics import _all_float, _first_float
 
@@ -100,6 +101,9 @@ def inspect(
     if not seed_list:
         raise ValueError("inspect: seeds must be None or a non-empty sequence of ints, got [].")
 
+    # FSDP2 leaves its root's unsharded parameters registered after a forward pass: start from the sharded
+    # state, so the parameters collected here (and snapshot below) are the ones that persist
+    reshard(model)
     hooked = _discover(model)
     params: list[tuple[str, torch.Tensor]] = []
     seen: set[int] = set()
@@ -113,6 +117,7 @@ def inspect(
             "to inspect. Inspect a model with at least one weight (Linear, Conv, Dense, …)."
         )
 
+    sharding = detect(params)  # DTensor parameters under a process group: reduce over the ranks
     tree = list(model.modules())  # one walk of the module tree for the checks and the snapshot below
     function_mode = _needs_function_mode(model, keras, tree)
     snap = _Snapshot(
@@ -133,17 +138,27 @@ def inspect(
                     torch.manual_seed(int(s))
                 first = not rows_runs
                 rec, grads, loss = _run_once(
-                    model, xb, loss_fn, tb, hooked, keras, params, function_mode, weights=first
+                    model, xb, loss_fn, tb, hooked, keras, params, function_mode, weights=first,
+                    sharded=sharding is not None and sharding.data_parallel,
                 )
                 if first:
                     weight_sums = rec.weight_sums
+                if sharding is not None:
+                    loss = sharding.reduce_run(rec.rows, rec.blocks, rec.units, float(loss))
+                    if sharding.data_parallel:  # each rank's ∂L/∂W is its batch shard's part: not the whole
+                        grads = dict.fromkeys(grads)
                 rows_runs.append(rec.rows)  # every statistic is already a Python float
                 block_runs.append(rec.blocks)
                 grad_runs.append(grads)
                 losses.append(float(loss))
-        param_stats = _param_stats(model, params, hooked, keras, grad_runs, weight_sums)
+        if sharding is not None:
+            reshard(model)  # before the parameter table: FSDP2's root still holds its unsharded copies
+        moments = sharding.param_moments(params) if sharding is not None else None  # every shard, once
+        param_stats = _param_stats(model, params, hooked, keras, grad_runs, weight_sums, moments)
     finally:
         torch.set_flush_denormal(flush_before)
+        if sharding is not None:
+            reshard(model)
         snap.restore()
 
     rows = _average(rows_runs, "modules")
@@ -185,9 +200,19 @@ def inspect(
         "tolerance": float(tolerance),
         "functional_activations": function_mode,
     }
+    if sharding is not None:
+        meta.update(rank=sharding.rank, ranks=sharding.world, sharding=sharding.note())
+        if sharding.data_parallel and rows:
+            meta["batch_size"] = _global_batch(rows, meta["batch_size"])
     report = Report(calls=calls, params=param_stats, blocks=blocks, trends=tr, findings=[], meta=meta)
     report.findings = judge(report, model=model, x=runs_in[0][0], recommend=recommend, tolerance=tolerance)
     return report
+
+
+def _global_batch(rows: list[dict[str, Any]], local: int | None) -> int | None:
+    """The whole batch of a data-parallel run: the first row's reduced input batch dimension."""
+    shape = rows[0].get("in_shape") or rows[0].get("out_shape")
+    return int(shape[0]) if shape else local
 
 
 def _batch_size(x: Any) -> int | None:

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distributed.placements import local_tensor
+
 __all__ = ["flush_denormal_state"]
 
 
@@ -97,7 +99,7 @@ class _Snapshot:
                     # Always copied back: writes through .data do not bump the version counter,
                     # so "unchanged" cannot be told cheaply and exactly.
                     if copy is not _KEEP:
-                        t.copy_(copy)
+                        local_tensor(t).copy_(copy)  # a DTensor's own shard, not a collective
                     if t.is_leaf:
                         t.grad = grad
                     if grad is not None and id(t) in self.grad_values:
@@ -163,7 +165,7 @@ def _copy_all(tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:
     out: dict[int, torch.Tensor] = {}
     groups: dict[tuple[Any, Any], list[tuple[torch.Tensor, torch.Tensor]]] = {}
     for t in tensors:
-        d = t.detach()
+        d = local_tensor(t)  # a DTensor: this rank's shard (copying the DTensor would gather it)
         if d.layout == torch.strided and not d.is_meta and not d.is_quantized and d.numel() > 0:
             groups.setdefault((d.dtype, d.device), []).append((t, d))
         else:

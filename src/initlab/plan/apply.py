@@ -18,13 +18,14 @@ Guarantees of :meth:`Plan.apply`:
   swapped back if a post step fails — plans with post steps use fresh tensors throughout);
 - **meta device**: a model built under ``torch.device("meta")`` is materialized parameter by parameter
   on ``device`` — each parameter gets a fresh tensor that replaces the meta one, so the model is never
-  held twice.
+  held twice;
+- **sharded models**: on DTensor parameters (FSDP2, tensor parallelism) every rank fills only its shard,
+  with values that do not depend on the sharding (:mod:`initlab.plan.sharded`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import io
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,12 +33,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..distributed import comm
+from ..distributed.placements import is_dtensor
 from ..initializers import Initializer, serialize
 from ..initializers.base import _check_seed
+from ..initializers.counter import entry_seed
+from ..initializers.counter_fill import fill_shard
 from ..initializers.description import Description
 from ..initializers.fans import Fans
 from ..initializers.registry import CATALOGUE
+from ..initializers.shard_index import ShardIndex
 from .labels import _fmt, _init_label
+from .sharded import apply_sharded, pinned_threads
 from .sites import PostStep
 
 if TYPE_CHECKING:
@@ -61,7 +68,10 @@ class PlanEntry:
 
     ``initializer`` is ``None`` when the parameter is left as is (``why`` says why); ``std``, ``low`` and
     ``high`` are the planned law of the values (from :meth:`Initializer.describe` with these fans);
-    ``rule`` names the rule that chose the initializer, if one did.
+    ``rule`` names the rule that chose the initializer, if one did. ``rng`` says, once :meth:`Plan.apply`
+    has filled it, what drew its values: ``"torch"`` (the initializer itself, a ``torch.Generator`` seeded
+    by the entry seed), ``"counter"`` (the counter-based fill by global index) or ``"torch (whole on rank
+    k)"`` (a sharded model's whole-tensor entry, computed on rank k and sent in blocks).
     """
 
     path: str
@@ -79,6 +89,7 @@ class PlanEntry:
     role: str | None = None
     description: Description | None = None
     fixed: bool = False
+    rng: str | None = None
     aliases: tuple[str, ...] = ()
 
     @property
@@ -116,15 +127,9 @@ class PlanEntry:
             "rule": self.rule,
             "module_type": self.module_type,
             "role": self.role,
+            "rng": self.rng,
             "aliases": list(self.aliases),
         }
-
-
-def entry_seed(seed: int, path: str) -> int:
-    """The generator seed of one entry: the first 8 bytes of SHA-256(``"{seed}:{path}"``), as a
-    non-negative 63-bit int. Stable across runs, processes and Python versions (unlike ``hash``)."""
-    digest = hashlib.sha256(f"{int(seed)}:{path}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 @dataclass
@@ -142,6 +147,8 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     _params: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     options: dict[str, Any] = field(default_factory=dict)
+    #: How the last :meth:`apply` drew the values (``None`` before): seed, rng, ranks, entries per rng.
+    applied: dict[str, Any] | None = None
     trace: ModelTrace | None = field(default=None, repr=False)
 
     @property
@@ -213,6 +220,10 @@ class Plan:
             console.print(Text(f"after apply: {s.name} — {s.why}"))
         for n in self.notes:
             console.print(Text(f"note: {n}"))
+        if self.applied is not None:
+            a = self.applied
+            counts = ", ".join(f"{n} by {k}" for k, n in a["entries"].items())
+            console.print(Text(f"applied: seed {a['seed']}, rng={a['rng']!r} on {a['ranks']} rank(s): {counts}"))
         return buf.getvalue().rstrip("\n")
 
     def as_dict(self) -> dict[str, Any]:
@@ -223,12 +234,14 @@ class Plan:
             "entries": [e.as_dict() for e in self.entries],
             "post_steps": [{"name": s.name, "why": s.why, "preset": s.preset} for s in self.post_steps],
             "notes": list(self.notes),
+            "applied": None if self.applied is None else dict(self.applied),
         }
 
     # -- doing -----------------------------------------------------------------------------------------
 
     def apply(self, seed: int = 0, device: torch.device | str | None = None, *, atomic: bool = True,
-              workers: int | None = None) -> Any:
+              workers: int | None = None, rng: str | None = None, model: Any = None,
+              matrix_threads: int | None = 1) -> Any:
         """Fill every planned parameter, then run the post steps; returns the model.
 
         ``seed`` (an int) and each entry's path determine its values (:func:`entry_seed`). ``device``:
@@ -250,6 +263,22 @@ class Plan:
         entry has its own generator, so the values do not change); fresh tensors filled concurrently
         contend on page faults, in-place fills do not (GPT-2-small, preset torch, 2 cores: 0.5–0.8× of
         ``reset_parameters`` with two threads).
+
+        ``rng``: what draws the values. ``"torch"`` — each initializer itself with a ``torch.Generator``
+        seeded by the entry seed: the values the catalogue promises bit for bit (``torch.nn.init``,
+        Keras 3 on torch), the default for plain tensors. ``"counter"`` — a counter-based fill
+        (:mod:`initlab.initializers.counter_fill`: each value a function of seed, entry path and global
+        element index), for every entry whose initializer has a counter law; the others (orthogonal,
+        STFT, user initializers) run whole as with ``"torch"``, on ``matrix_threads`` threads (QR bits
+        depend on the thread count). The default, and the only choice, when a parameter is a DTensor
+        (FSDP2 or tensor parallelism): every rank fills only its shard (:mod:`initlab.plan.sharded`), and
+        ``apply(seed, rng="counter")`` on one process gives the same whole tensors, bit for bit. Each
+        entry's ``rng`` says afterwards what drew it, and :attr:`applied` sums it up.
+
+        ``model``: the model to fill, bound **by parameter path** (default: the planned model). FSDP2 and
+        ``parallelize_module`` replace the Parameter objects but keep their names, so a plan made before
+        sharding — or on an unsharded twin built on meta — applies to the sharded model; every planned
+        path must exist there with the planned (global) shape.
         """
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed: expected an int (entry seeds derive from it and each path), got {seed!r}.")
@@ -260,14 +289,65 @@ class Plan:
             workers = max(1, torch.get_num_threads())
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers: expected an int >= 1 (threads filling parameters), got {workers!r}.")
+        if rng not in (None, "torch", "counter"):
+            raise ValueError(f"rng: expected 'torch', 'counter' or None (counter for DTensors, else torch), got {rng!r}.")
+        if matrix_threads is not None and (
+                isinstance(matrix_threads, bool) or not isinstance(matrix_threads, int) or matrix_threads < 1):
+            raise ValueError(f"matrix_threads: expected an int >= 1 or None (leave torch's count), got {matrix_threads!r}.")
         dev = None if device is None else torch.device(device)
         if dev is not None and dev.type == "meta":
             raise ValueError("device: 'meta' holds no values; pass a real device such as 'cpu' or 'cuda'.")
+        filled = self.model if model is None else model
+        params = self._bind(filled, explicit=model is not None)
+        sharded = any(is_dtensor(p) for p in params.values())
+        if rng is None:
+            rng = "counter" if sharded else "torch"
+        if sharded:
+            if rng == "torch":
+                raise ValueError(
+                    "rng: 'torch' cannot fill DTensor parameters reproducibly: a torch.Generator draws a stream, "
+                    "so each rank would need the elements before its shard, and torch's DTensor random ops draw "
+                    "per-sharding values (on CPU they even ignore generator=). Use rng='counter' (the default "
+                    "for DTensors); apply(seed, rng='counter') on one process gives the same values."
+                )
+            if dev is not None:
+                raise ValueError(
+                    "device: a sharded model is materialized where it lives (model.to_empty(device=...) after "
+                    "fully_shard/parallelize_module); apply writes each shard in place, so leave device=None."
+                )
+            apply_sharded(self, params, seed, matrix_threads=matrix_threads, workers=workers)
+            self._record(seed, "counter", comm.world())
+            return filled
+        counter_mode = rng == "counter"
+        laws: dict[str, Any] = {}
+
+        def law_of(e: PlanEntry, shape: tuple[int, ...]) -> Any:
+            """The entry's counter law in counter mode (None: drawn whole by the initializer)."""
+            if not counter_mode:
+                return None
+            if e.path not in laws:
+                try:
+                    laws[e.path] = e.initializer.counter_law(shape, e.layout, fans=e.fans)
+                except (ValueError, TypeError):
+                    laws[e.path] = None  # describe refuses it: phase 1 or the fill reports it
+            return laws[e.path]
+
+        def fill(e: PlanEntry, view: torch.Tensor) -> None:
+            s = entry_seed(seed, e.path)
+            law = law_of(e, tuple(view.shape))
+            if law is not None:
+                fill_shard(view, ShardIndex.full(view.shape), law, s, workers=workers)
+            elif counter_mode:
+                with pinned_threads(matrix_threads):
+                    e.initializer(view, seed=s, layout=e.layout, fans=e.fans)
+            else:
+                e.initializer(view, seed=s, layout=e.layout, fans=e.fans)
+
         by_param: dict[str, list[PlanEntry]] = {}
         for e in self.entries:
             by_param.setdefault(e.param_path, []).append(e)
         jobs: list[tuple[str, torch.Tensor, list[PlanEntry], torch.device]] = []
-        for path, param in self._params.items():
+        for path, param in params.items():
             entries = [e for e in by_param.get(path, []) if e.initializer is not None]
             target = dev or param.device
             if target.type == "meta":
@@ -301,10 +381,13 @@ class Plan:
                 return True
             if self.post_steps or not entries or param.dtype not in (torch.float32, torch.float64):
                 return False
+            # counter mode: the entries with a counter law, whose chunked fill cannot fail once validated
             return all(
-                e.initializer is not None and _trusted(e.initializer)
-                and (param if e.index is None else param.detach()[e.index]).is_contiguous()
+                e.initializer is not None
+                and (law_of(e, tuple(view.shape)) is not None if counter_mode else _trusted(e.initializer))
+                and view.is_contiguous()
                 for e in entries
+                for view in (param if e.index is None else param.detach()[e.index],)
             )
 
         def failed(e: PlanEntry, shape: tuple[int, ...], err: Exception, changed: str) -> RuntimeError:
@@ -326,7 +409,7 @@ class Plan:
                 for e in entries:
                     view = fresh if e.index is None else fresh[e.index]
                     try:
-                        e.initializer(view, seed=entry_seed(seed, e.path), layout=e.layout, fans=e.fans)
+                        fill(e, view)
                     except Exception as err:
                         raise failed(e, tuple(view.shape), err, (
                             "atomic=False: parameters filled before it keep their new values." if not atomic
@@ -356,7 +439,9 @@ class Plan:
         # work; each entry has its own generator, so the order of work does not change any value). A
         # failure here leaves the model untouched (atomic) since no parameter has been written yet.
         def run(batch: list[tuple[str, torch.Tensor, list[PlanEntry], torch.device]]) -> list[torch.Tensor | None]:
-            n = max(1, min(len(batch), workers))
+            # counter mode: entries one after the other (whole-tensor ones pin torch's thread count, a
+            # process-wide setting), each counter fill running its chunks on ``workers`` threads
+            n = 1 if counter_mode else max(1, min(len(batch), workers))
             if n > 1:
                 with cf.ThreadPoolExecutor(n) as pool:
                     return list(pool.map(compute, batch))
@@ -371,11 +456,11 @@ class Plan:
         try:
             for (_, param, _, _), fresh in zip(fresh_jobs, fresh_list, strict=True):
                 undo.append(_swap_in(param, fresh))
-            undo.extend(_materialize_buffers(self.model, dev))
+            undo.extend(_materialize_buffers(filled, dev))
             run(in_place_jobs)
             for step in self.post_steps:
                 try:
-                    step.fn(self.model)
+                    step.fn(filled)
                 except Exception as err:
                     raise RuntimeError(
                         f"apply: post step {step.name!r} failed ({type(err).__name__}: {err}); every parameter "
@@ -385,7 +470,53 @@ class Plan:
             for item in reversed(undo):
                 _undo(item)
             raise
-        return self.model
+        for e in self.entries:
+            if e.initializer is not None and e.param_path in params:
+                e.rng = "counter" if law_of(e, tuple(e.shape)) is not None else "torch"
+        self._record(seed, rng, 1)
+        return filled
+
+    def _record(self, seed: int, rng: str, ranks: int) -> None:
+        counts: dict[str, int] = {}
+        for e in self.entries:
+            if e.rng is not None and e.initializer is not None:
+                key = "torch" if e.rng.startswith("torch") else e.rng
+                counts[key] = counts.get(key, 0) + 1
+        self.applied = {"seed": seed, "rng": rng, "ranks": ranks, "entries": counts}
+
+    def _bind(self, target: Any, explicit: bool) -> dict[str, torch.Tensor]:
+        """The planned parameters of ``target``, by path. Sharding (``fully_shard``,
+        ``parallelize_module``) swaps Parameter objects but keeps names, so a path that resolves to
+        another object now binds to it; ``explicit`` (``apply(model=...)``): every path must resolve."""
+        if not explicit and not isinstance(target, nn.Module):
+            return self._params
+        if not isinstance(target, nn.Module):
+            raise TypeError(f"model: expected the torch.nn.Module to fill, got {type(target).__name__}.")
+        out: dict[str, torch.Tensor] = {}
+        missing: list[str] = []
+        for path, planned in self._params.items():
+            try:
+                out[path] = target.get_parameter(path)
+            except AttributeError:
+                if explicit:
+                    missing.append(path)
+                else:
+                    out[path] = planned  # a path torch cannot resolve (a Keras variable's): as planned
+        if missing:
+            raise ValueError(
+                f"model: {len(missing)} planned parameter(s) are not in this model, e.g. "
+                f"{', '.join(map(repr, missing[:3]))}; a plan applies by parameter path, so plan this model "
+                "(or its unsharded twin, built with the same module names)."
+            )
+        wrong = [(p, tuple(self._params[p].shape), tuple(t.shape)) for p, t in out.items()
+                 if tuple(t.shape) != tuple(self._params[p].shape)]
+        if wrong:
+            path, planned, found = wrong[0]
+            raise ValueError(
+                f"model: parameter {path!r} has shape {found} but the plan was made for {planned} "
+                f"({len(wrong)} such); plan the model you apply to (a DTensor's shape is its global shape)."
+            )
+        return out
 
 
 def _swap_in(param: torch.Tensor, fresh: torch.Tensor) -> tuple[torch.Tensor, Any, str]:

@@ -20,6 +20,7 @@ from .layers import LayerInfo
 from .modules import module_info
 from .registry import _get_preset, resolve_options
 from .rules import _apply_rules, _parse_rules
+from .sharded import bind_to_sharded, refuse_meta_fsdp_forward
 from .sites import Choice, ParamSite
 from .trace import ModelTrace, layer_info, trace_model
 
@@ -179,6 +180,7 @@ def plan(
     example_input: Any = None,
     rules: Mapping[Any, Any] | None = None,
     options: Mapping[str, Any] | None = None,
+    twin: Any = None,
 ) -> Plan:
     """Plan the initialization of every parameter of ``model`` — a dry run; :meth:`Plan.apply` does it.
 
@@ -206,7 +208,15 @@ def plan(
     A parameter initlab does not understand is listed as left as is, with the reason (with ``example_input``:
     the op that used it). A tensor under several names (tied embeddings and LM head) is one entry, filled
     once; its ``why`` names the other names.
+    ``twin``: an unsharded copy of ``model`` with the same parameter names, typically built under
+    ``torch.device("meta")``, planned in its place — for a model that FSDP2 has already sharded on meta,
+    whose forward pass (``auto``'s) cannot run; the plan applies to ``model`` by path. Planning before
+    ``fully_shard`` needs no twin: ``apply`` binds the sharded parameters by path.
     """
+    if twin is not None:
+        return bind_to_sharded(plan(twin, preset, example_input=example_input, rules=rules, options=options), model)
+    if example_input is not None:
+        refuse_meta_fsdp_forward(model)
     spec = _get_preset(preset)
     resolved = resolve_options(preset, options)
     if spec.needs_example_input and example_input is None:

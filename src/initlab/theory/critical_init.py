@@ -21,6 +21,7 @@ import torch
 from ..initializers.activations import ActivationLike
 from ..initializers.activations import activation as resolve_activation
 from ..initializers.base import Initializer, Seed, _check_seed
+from ..initializers.counter_fill import ConstantLaw, NormalLaw
 from ..initializers.matrix import DeltaOrthogonal, Orthogonal
 from ..initializers.registry import register
 from . import critical_search, maps
@@ -147,6 +148,11 @@ class Critical(Initializer):
             finite = math.isfinite(maps.fixed_point(self._act, self.sigma_w2, self.sigma_b2))
             self._chi1 = maps.chi1(self._act, self.sigma_w2, self.sigma_b2) if finite else math.nan
         return self._chi1
+
+    def _counter_law(self, desc) -> ConstantLaw | NormalLaw | None:
+        if self.orthogonal and len(desc.shape) >= 2:
+            return None  # a (delta-)orthogonal matrix needs the whole tensor
+        return ConstantLaw(0.0) if desc.variance == 0 else NormalLaw(0.0, math.sqrt(desc.variance))
 
     def _fill(self, work: torch.Tensor, desc, gen) -> None:
         if work.numel() == 0:
