@@ -28,6 +28,7 @@ PUBLIC = [
 PUBLIC += [
     "ModelTrace", "ParamReading", "ResidualAdd", "ResidualStream", "residual_streams", "trace_model",  # issue 14
     "ShardIndex", "fill_counter",  # issue 15: counter-based fills of any shard (sharded initialization)
+    "BaseShapes", "LrScale", "WidthShape", "base_shapes", "width_shapes",  # issue 14: μP (preset 'mup')
 ]  # fmt: skip
 
 # What `from <package> import name` gave before, for the module paths that became packages.
@@ -37,9 +38,10 @@ PACKAGE_NAMES = {
         "correlation_map", "critical", "critical_point", "depth_scales", "expectation", "fixed_point",
         "predict_std", "variance_map",
     ],
-    "initlab.plan": ["Plan", "PlanEntry", "plan", "ModelTrace", "ParamReading", "trace_model"],
+    "initlab.plan": ["Plan", "PlanEntry", "plan", "ModelTrace", "ParamReading", "trace_model", "BaseShapes", "LrScale",
+                     "WidthShape", "base_shapes", "width_shapes"],
     "initlab.plan.presets": [  # was initlab.presets
-        "AUTO_OPTIONS", "PRESETS", "ParamSite", "PostStep", "PresetContext", "PresetOption", "PresetSpec",
+        "AUTO_OPTIONS", "MUP_OPTIONS", "PRESETS", "ParamSite", "PostStep", "PresetContext", "PresetOption", "PresetSpec",
         "preset_names", "preset_options", "register_preset",
     ],
     "initlab.inspect": [

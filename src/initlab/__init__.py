@@ -29,6 +29,7 @@ from .inspect.fix import FixResult, fix
 from .inspect.report import Report, plot
 from .inspect.run import inspect
 from .plan import Plan, PlanEntry, plan
+from .plan.mup import BaseShapes, LrScale, WidthShape, base_shapes, width_shapes
 from .plan.presets import register_preset
 from .plan.trace import ModelTrace, ParamReading, trace_model
 from .theory.critical_init import Critical
@@ -89,4 +90,10 @@ __all__ = [
     # sharded initialization (issue 15): counter-based fills of any block of a tensor
     "ShardIndex",
     "fill_counter",
+    # μP (issue 14): base shapes, width dimensions and learning-rate factors (preset 'mup', Plan.param_groups)
+    "BaseShapes",
+    "LrScale",
+    "WidthShape",
+    "base_shapes",
+    "width_shapes",
 ]

@@ -192,6 +192,7 @@ def scenarios(rank: int, world: int, tmp: str) -> dict:
             res[("model", kind)] = st
             res[("forward", kind)] = y.detach().clone()
             res[("rng", kind)] = {e.path: e.rng for e in plan.entries}
+            res[("streams", kind)] = [(s.name, s.n_branches, s.placement) for s in plan.residual or []]
             res[("placements", kind)] = {n: str(getattr(p, "placements", "plain")) for n, p in m.named_parameters()}
         # 3. inspect on the sharded model: rank r runs its shard of the batch (FSDP2: data parallel)
         batch = inspect_tokens(world) if kind == "fsdp" else inspect_tokens(1)
@@ -394,6 +395,8 @@ def test_sharded_gpt_equals_single_process(gloo, world, kind):
         assert torch.equal(t, ref[name].detach()), (name, got[("placements", kind)][name])
     if kind == "2d":  # FSDP2 over TP really produced strided shards
         assert any("_StridedShard" in p for p in got[("placements", kind)].values())
+    # auto's residual scaling needs the stream: found through tensor parallelism's from_local/all_reduce too
+    assert got[("streams", kind)] == [("layers", 2 * _cfg(kind, world).n_layers, "pre")]
     rngs = got[("rng", kind)]
     assert rngs["layers.0.attention.wv.weight"].startswith("torch (whole on rank ")
     assert rngs["layers.0.attention.wq.weight"] == "counter"

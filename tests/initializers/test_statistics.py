@@ -136,10 +136,14 @@ def cases(draw):
         init = initlab.Dirac(groups=g)
     else:  # stft
         layout = draw(st.sampled_from(["torch", "keras"]))
-        t, c, f = draw(st.integers(1, 64)), draw(st.integers(1, 3)), draw(st.integers(2, 40))
+        side, window = draw(st.sampled_from(["real", "imag"])), draw(st.sampled_from(["hann", "hamming", None]))
+        scaling, periodic = draw(st.sampled_from(["density", "spectrum", None])), draw(st.booleans())
+        # The symmetric Hann window of 2 points is [0, 0], which STFT rightly refuses to scale (ValueError
+        # naming window): draw the frame lengths it accepts.
+        t = draw(st.integers(1, 64).filter(lambda t: not (window == "hann" and not periodic and t == 2)))
+        c, f = draw(st.integers(1, 3)), draw(st.integers(2, 40))
         shape = (t, c, f) if layout == "keras" else (f, c, t)
-        init = initlab.STFT(draw(st.sampled_from(["real", "imag"])), draw(st.sampled_from(["hann", "hamming", None])),
-                            draw(st.sampled_from(["density", "spectrum", None])), draw(st.booleans()))
+        init = initlab.STFT(side, window, scaling, periodic)
     event(kind)
     groups = draw(groups_for(shape, layout)) if init.needs_fans else 1
     return init, shape, layout, groups

@@ -36,11 +36,15 @@ def _labels(p: initlab.Plan) -> dict[str, str]:
 
 def test_options_are_discoverable_and_defaults_keep_auto_unchanged():
     opts = preset_options("auto")
-    assert list(opts) == [o.name for o in AUTO_OPTIONS] == ["saturating", "smooth", "sigma_b2", "dense", "orthogonal"]
+    assert list(opts) == [o.name for o in AUTO_OPTIONS] == [
+        "saturating", "smooth", "sigma_b2", "dense", "orthogonal", "residual", "deepnet_alpha"]
     assert opts["saturating"].choices == ("glorot", "critical") and opts["saturating"].default == "glorot"
     assert opts["smooth"].choices == ("gain", "critical") and opts["smooth"].default == "gain"
     assert opts["sigma_b2"].default == 0.05 and opts["orthogonal"].default is False
     assert opts["dense"].choices == ("orthogonal", "variance") and opts["dense"].default == "orthogonal"
+    assert opts["residual"].default == "auto"
+    assert opts["residual"].choices == ("auto", "gpt2", "deepnet", "tfixup", "measured", "none")
+    assert opts["deepnet_alpha"].choices == ("fold", "none") and opts["deepnet_alpha"].default == "fold"
     assert all(o.doc for o in opts.values())
     assert preset_options("torch") == {}
 

@@ -9,7 +9,8 @@ Modules, lowest first: :mod:`~initlab.plan.layers` (the records: LayerInfo, Para
 :mod:`~initlab.plan.keras` (the Keras 3 adapter) and :mod:`~initlab.plan.modules` (torch module
 knowledge), :mod:`~initlab.plan.sites` (what a preset works with), :mod:`~initlab.plan.follow` (the
 activation after each layer), :mod:`~initlab.plan.registry` and :mod:`~initlab.plan.context` (the preset
-machinery), :mod:`~initlab.plan.trace` (each parameter read from the op that uses it, for modules initlab
+machinery), :mod:`~initlab.plan.mup` (μP's width dimensions and learning-rate factors),
+:mod:`~initlab.plan.trace` (each parameter read from the op that uses it, for modules initlab
 does not know), :mod:`~initlab.plan.presets` (one module per built-in preset), :mod:`~initlab.plan.rules`,
 :mod:`~initlab.plan.apply` (the Plan and its all-or-nothing apply) and :mod:`~initlab.plan.build`
 (``plan()``). This layer uses the catalogue and the theory, never inspection or experiments.
@@ -17,6 +18,8 @@ does not know), :mod:`~initlab.plan.presets` (one module per built-in preset), :
 
 from .apply import Plan, PlanEntry
 from .build import plan
+from .mup import BaseShapes, LrScale, WidthShape, base_shapes, width_shapes
 from .trace import ModelTrace, ParamReading, trace_model
 
-__all__ = ["ModelTrace", "ParamReading", "Plan", "PlanEntry", "plan", "trace_model"]
+__all__ = ["BaseShapes", "LrScale", "ModelTrace", "ParamReading", "Plan", "PlanEntry", "WidthShape", "base_shapes", "plan",
+           "trace_model", "width_shapes"]

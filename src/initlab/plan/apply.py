@@ -150,6 +150,20 @@ class Plan:
     #: How the last :meth:`apply` drew the values (``None`` before): seed, rng, ranks, entries per rng.
     applied: dict[str, Any] | None = None
     trace: ModelTrace | None = field(default=None, repr=False)
+    #: Per-parameter learning-rate factors (preset ``mup``), by parameter name; see :meth:`param_groups`.
+    lr_scales: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def param_groups(self, base_lr: float, *, weight_decay: float = 0.0, optimizer: str = "adam") -> list[dict[str, Any]]:
+        """Optimizer parameter groups with μP's per-layer learning rates (a ``mup`` plan), for
+        ``torch.optim.AdamW(plan.param_groups(lr, weight_decay=wd))`` — what ``mup.MuAdamW(params, lr=lr,
+        weight_decay=wd)`` would use: ``{"params", "param_names", "lr", "weight_decay", "lr_mult"}``, one
+        group per factor, each tensor once (tied ones under their first name). ``optimizer='sgd'``:
+        MuSGD's factors. Every group sets ``weight_decay`` (× 1/lr factor, so lr × decay is as given; 0 by
+        default, as in mup). A plan of another preset has no per-layer rates: ``ValueError``."""
+        from .mup import param_groups
+
+        params = self._bind(self.model, explicit=False) if self.lr_scales else {}
+        return param_groups(self, base_lr, weight_decay=weight_decay, optimizer=optimizer, params=params)
 
     @property
     def residual(self) -> list[ResidualStream] | None:
@@ -460,7 +474,7 @@ class Plan:
             run(in_place_jobs)
             for step in self.post_steps:
                 try:
-                    step.fn(filled)
+                    step.fn(filled, seed) if step.seeded else step.fn(filled)
                 except Exception as err:
                     raise RuntimeError(
                         f"apply: post step {step.name!r} failed ({type(err).__name__}: {err}); every parameter "

@@ -227,11 +227,6 @@ def plan(
     if example_input is not None and not keras_model:
         trace = trace_model(model, example_input)
         notes.extend(_read_unknown(sites, readable, trace))
-    elif readable and not keras_model:
-        kinds = sorted({type(s.module).__name__ for s in sites if s.path in readable})
-        notes.append(f"{len(readable)} parameters of modules initlab does not know ({', '.join(kinds)}) are left as "
-                     "is; with example_input=<a batch> initlab runs the model once and reads each from the op "
-                     "that uses it (a dense kernel, an embedding, a norm scale, …).")
     parsed = _parse_rules(rules) if rules is not None else []
     ctx = PresetContext(model, sites, preset=preset, example_input=example_input, options=resolved, trace=trace)
     ctx.notes.extend(notes)
@@ -239,6 +234,12 @@ def plan(
     spec.fn(ctx)
     if parsed:
         _apply_rules(ctx, parsed)
+    unread = [s for s in sites if s.path in readable and not any(c.initializer for c in ctx.choices.get(s.path, []))]
+    if trace is None and unread and not keras_model:  # a preset that plans them anyway (hf) needs no such note
+        kinds = sorted({type(s.module).__name__ for s in unread})
+        ctx.notes.append(f"{len(unread)} parameters of modules initlab does not know ({', '.join(kinds)}) are left "
+                         "as is; with example_input=<a batch> initlab runs the model once and reads each from the "
+                         "op that uses it (a dense kernel, an embedding, a norm scale, …).")
     entries: list[PlanEntry] = []
     params: dict[str, torch.Tensor] = {}
     for site in sites:
@@ -250,7 +251,8 @@ def plan(
         for ch in choices:
             entries.append(_entry(site, ch, _explain(site, ch.why, trace)))
     given = {k: resolved[k] for k in (options or {})}
-    return Plan(model, preset, entries, list(ctx.post_steps), ctx.notes, params, given, trace=trace)
+    return Plan(model, preset, entries, list(ctx.post_steps), ctx.notes, params, given, trace=trace,
+                lr_scales=dict(ctx.lr_scales))
 
 
 def _entry(site: ParamSite, ch: Choice, why: str) -> PlanEntry:

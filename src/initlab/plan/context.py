@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
 from ..initializers import Initializer, get
 from ..initializers.fans import Fans
 from .follow import _keras_follow, find_followers
@@ -40,6 +38,9 @@ class PresetContext:
         self._follow: dict[int, Follow] | None = None
         #: Paths a rule of the plan() call covers: a preset may skip work for them (auto does).
         self.ruled: set[str] = set()
+        #: Per-parameter learning-rate factors a preset sets (``mup``: :class:`~initlab.plan.mup.LrScale`), by
+        #: parameter name; :meth:`Plan.param_groups <initlab.plan.Plan.param_groups>` reads them.
+        self.lr_scales: dict[str, Any] = {}
         self._stack: list[str] = []
 
     @property
@@ -131,11 +132,12 @@ class PresetContext:
             self._stack.pop()
             self.options = outer
 
-    def add_post_step(self, name: str, fn: Callable[[nn.Module], Any], why: str) -> None:
-        """Attach ``fn(model)``, run by :meth:`Plan.apply` after all values are filled, in order."""
+    def add_post_step(self, name: str, fn: Callable[..., Any], why: str, *, seeded: bool = False) -> None:
+        """Attach ``fn(model)``, run by :meth:`Plan.apply` after all values are filled, in order;
+        ``seeded=True``: ``fn(model, seed)``, for a step that draws values from apply's seed."""
         if not callable(fn):
             raise TypeError(f"fn: a post step must be callable as fn(model), got {type(fn).__name__}.")
-        self.post_steps.append(PostStep(name, fn, why, self.preset))
+        self.post_steps.append(PostStep(name, fn, why, self.preset, seeded))
 
     def activation_after(self, site: ParamSite) -> Follow:
         """The activation that follows ``site``'s layer: a Keras layer's own ``activation``; for torch

@@ -22,14 +22,16 @@ __all__ = [
 ]
 
 
-_KINDS = ("bool", "nonnegative")
+_KINDS = ("bool", "nonnegative", "object")
 
 
 @dataclass(frozen=True)
 class PresetOption:
     """One typed option of a preset: its ``name``, ``default`` and ``doc``, and what it accepts —
     exactly one of the values in ``choices``, or a value of ``kind`` ``"bool"`` (True/False) or
-    ``"nonnegative"`` (a finite number >= 0, stored as float).
+    ``"nonnegative"`` (a finite number >= 0, stored as float), or kind ``"object"`` (anything ``validate``
+    accepts: ``validate(value)`` returns the value the preset sees, or raises ``ValueError``/``TypeError``
+    saying what is wrong — the message is prefixed with the option's name; ``valid`` says what is right).
 
     >>> PresetOption("saturating", "glorot", "what tanh layers get", choices=("glorot", "critical")).check("critical")
     'critical'
@@ -40,6 +42,8 @@ class PresetOption:
     doc: str
     choices: tuple[Any, ...] | None = None
     kind: str | None = None
+    validate: Callable[[Any], Any] | None = None
+    valid_text: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -50,6 +54,9 @@ class PresetOption:
         if self.kind is not None and self.kind not in _KINDS:
             raise ValueError(f"kind: option {self.name!r} has kind {self.kind!r}; valid kinds: "
                              f"{', '.join(map(repr, _KINDS))}.")
+        if (self.kind == "object") != (self.validate is not None):
+            raise ValueError(f"option {self.name!r}: kind='object' needs validate=<callable>, and only it takes "
+                             f"one; got kind={self.kind!r}, validate={self.validate!r}.")
         if self.choices is not None and not self.choices:
             raise ValueError(f"choices: option {self.name!r} needs at least one valid value.")
         self.check(self.default)
@@ -59,6 +66,8 @@ class PresetOption:
         """What the option accepts, in words."""
         if self.choices is not None:
             return "one of " + ", ".join(map(repr, self.choices))
+        if self.kind == "object":
+            return self.valid_text or "what the option's doc describes"
         return "True or False" if self.kind == "bool" else "a finite number >= 0"
 
     def check(self, value: Any) -> Any:
@@ -69,6 +78,12 @@ class PresetOption:
                 if type(value) is type(c) and value == c:
                     return c
             raise bad
+        if self.kind == "object":
+            try:
+                return self.validate(value)
+            except (ValueError, TypeError) as e:
+                tag = f"options[{self.name!r}]"
+                raise type(e)(str(e) if str(e).startswith(tag) else f"{tag}: {e}") from e
         if self.kind == "bool":
             if isinstance(value, bool):
                 return value
@@ -134,7 +149,7 @@ def preset_options(name: str) -> dict[str, PresetOption]:
     """The options preset ``name`` accepts, by name (empty for a preset without options).
 
     >>> sorted(preset_options("auto"))
-    ['dense', 'orthogonal', 'saturating', 'sigma_b2', 'smooth']
+    ['deepnet_alpha', 'dense', 'orthogonal', 'residual', 'saturating', 'sigma_b2', 'smooth']
     """
     return {o.name: o for o in _get_preset(name).options}
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..initializers.activations import Activation
 from ..initializers.base import Initializer
@@ -42,12 +41,14 @@ class ParamSite:
 
 @dataclass(frozen=True)
 class PostStep:
-    """A callable ``fn(model)`` that :meth:`Plan.apply` runs after every parameter is filled."""
+    """A callable ``fn(model)`` that :meth:`Plan.apply` runs after every parameter is filled; with
+    ``seeded=True`` it is called ``fn(model, seed)`` with apply's seed (a step that draws values)."""
 
     name: str
-    fn: Callable[[nn.Module], Any]
+    fn: Callable[..., Any]
     why: str
     preset: str | None = None
+    seeded: bool = False
 
 
 @dataclass

@@ -48,6 +48,9 @@ TRANSPARENT = frozenset({
     "unflatten", "clone", "detach", "__getitem__", "view_as", "reshape_as", "dropout", "dropout1d", "dropout2d",
     "dropout3d", "alpha_dropout", "feature_alpha_dropout", "cpu", "cuda", "requires_grad_", "data",
     "movedim", "swapaxes", "narrow",
+    # Tensor parallelism's row-parallel output: the partial sums of one value summed over the ranks (the
+    # functional collective and its wrappers), the same activation as on one process.
+    "all_reduce", "wait_tensor", "_wrap_tensor_autograd.default",
 })
 #: Metadata queries: not ops on values, not recorded.
 _QUERIES = frozenset({
@@ -267,6 +270,14 @@ def _chain_step(name: str, args: tuple) -> str:
     return name
 
 
+def _dtensor_local(t: Any) -> torch.Tensor | None:
+    """The local shard of a DTensor (``_local_tensor``), else ``None`` (without importing torch.distributed)."""
+    if type(t).__name__ != "DTensor":
+        return None
+    local = getattr(t, "_local_tensor", None)
+    return local if isinstance(local, torch.Tensor) else None
+
+
 class _Recorder(TorchFunctionMode):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -287,14 +298,21 @@ class _Recorder(TorchFunctionMode):
         self.stack: list[str] = []
         self.errors: list[str] = []
         self.meta = False
+        self._dtensor_out: dict[str, _TInfo] = {}  # module -> its latest op output that was a DTensor
+
 
     # ---- module context (forward hooks) ------------------------------------------------------------
     def push(self, name: str) -> None:
         self.stack.append(name)
 
-    def pop(self, name: str) -> None:
+    def pop(self, name: str, output: Any = None) -> None:
         if self.stack and self.stack[-1] == name:
             self.stack.pop()
+        made = self._dtensor_out.pop(name, None)
+        if made is not None and isinstance(output, torch.Tensor) and id(output) not in self.info:
+            # Tensor parallelism's output hooks (redistribute, to_local) run outside any torch function: the
+            # module's output is then its last DTensor result, handed on.
+            self._track(output, made)
 
     # ---- tensors --------------------------------------------------------------------------------------
     def _track(self, t: torch.Tensor, ti: _TInfo) -> None:
@@ -305,10 +323,20 @@ class _Recorder(TorchFunctionMode):
             # recorder: after the trace nothing is left registered on the model's tensors.
             self._refs[key] = weakref.ref(t, lambda _r, k=key: self.info.pop(k, None))
         self.info[key] = ti
+        local = _dtensor_local(t)
+        if local is not None:  # to_local() hands this very tensor on: the same value, one node
+            self._track(local, ti)
 
     def _leaf(self, t: torch.Tensor) -> _TInfo:
         ti = self.info.get(id(t))
         if ti is not None:
+            return ti
+        local = _dtensor_local(t)
+        if local is not None and id(local) in self.info:
+            # A DTensor wrapped around a tensor the trace knows (tensor parallelism's input hooks call
+            # DTensor.from_local, which no torch function reports): the same value, one node.
+            ti = self.info[id(local)]
+            self._track(t, ti)
             return ti
         names = self.names.get(id(t))
         name = names[0] if names else None
@@ -393,6 +421,8 @@ class _Recorder(TorchFunctionMode):
         node.tags = frozenset(t for t in new.tags if ":" not in t)
         for o in outs:
             self._track(o, new)
+        if module and any(_dtensor_local(o) is not None for o in outs):
+            self._dtensor_out[module] = new
 
     def _record_uses(self, node: OpNode, name: str, args: tuple, kwargs: dict, infos: list, scalars: list) -> None:
         params: list[tuple[str, int | str]] = []
@@ -533,7 +563,7 @@ def record_dataflow(model: nn.Module, example_input: Any) -> Dataflow:
     handles = []
     for mpath, m in model.named_modules():
         handles.append(m.register_forward_pre_hook(lambda mod, a, _n=mpath: rec.push(_n)))
-        handles.append(m.register_forward_hook(lambda mod, a, o, _n=mpath: rec.pop(_n), always_call=True))
+        handles.append(m.register_forward_hook(lambda mod, a, o, _n=mpath: rec.pop(_n, o), always_call=True))
     try:
         with forward_pass(model, handles), rec:
             call_model(model, example_input)

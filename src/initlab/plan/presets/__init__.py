@@ -69,7 +69,8 @@ choice and its ``why`` says so and why. Only dense and convolutional layers are 
 theory's setting).
 
 Besides ``torch``, ``keras``, ``flax`` and ``auto`` (listed above): ``critical`` / ``critical_orthogonal``
-(:mod:`.critical`), ``lsuv`` / ``lsuv_residual`` (:mod:`.lsuv`), ``skipinit`` / ``fixup`` (:mod:`.residual`).
+(:mod:`.critical`), ``lsuv`` / ``lsuv_residual`` (:mod:`.lsuv`), ``skipinit`` / ``fixup`` (:mod:`.residual`), ``mup`` (:mod:`.mup`: μP from a base model,
+``options={"base": base_model}``, with :meth:`~initlab.plan.Plan.param_groups` for the optimizer).
 A new built-in preset is a new module here that calls :func:`register_preset` at import, added to the
 imports below.
 """
@@ -87,11 +88,15 @@ from . import auto  # noqa: F401
 from . import critical  # noqa: F401
 from . import lsuv  # noqa: F401
 from . import residual  # noqa: F401
+from . import hf  # noqa: F401
+from . import mup  # noqa: F401
 # isort: on
 from .auto import AUTO_OPTIONS
+from .mup import MUP_OPTIONS
 
 __all__ = [
     "AUTO_OPTIONS",
+    "MUP_OPTIONS",
     "PRESETS",
     "ParamSite",
     "PostStep",

@@ -23,7 +23,6 @@ from ...initializers import (
     KaimingUniform,
     Ones,
     Orthogonal,
-    RandomNormal,
     VarianceScaling,
     XavierNormal,
     Zeros,
@@ -35,6 +34,7 @@ from ...initializers.gain import gain
 from ..context import PresetContext
 from ..registry import PresetOption, register_preset
 from ..sites import Follow, ParamSite
+from .auto_residual import RESIDUAL_RULES, embedding_choice, residual_choices
 from .common import _forget_bias, _padding_fixup, _parts_or_whole, _traced_role
 
 __all__ = ["AUTO_OPTIONS", "DENSE_SIGMA_B2", "auto_preset"]
@@ -84,6 +84,14 @@ AUTO_OPTIONS: tuple[PresetOption, ...] = (
     PresetOption("orthogonal", False, "critical weights as scaled (delta-)orthogonal matrices with the same "
                  "E[w²]: dynamical isometry, Pennington et al. 2017 (needs saturating='critical' or "
                  "smooth='critical')", kind="bool"),
+    PresetOption("residual", "auto", "residual branches (read from the forward pass on example_input): 'gpt2' "
+                 "(output projections × 1/√N, Radford et al. 2019), 'deepnet' (DeepNorm's β, α folded on post-LN, "
+                 "Wang et al. 2022), 'tfixup' (Huang et al. 2020), 'measured' (each branch to RMS(skip)/√N on "
+                 "example_input, at apply), 'none', or 'auto' (gpt2 on pre-LN streams, deepnet on post-LN)",
+                 choices=RESIDUAL_RULES),
+    PresetOption("deepnet_alpha", "fold", "DeepNorm's α on post-LN streams (residual='deepnet', or 'auto' on a "
+                 "post-LN stream): 'fold' (the skip's norm × α, the branch's input kernels ÷ α: DeepNorm's forward "
+                 "at init) or 'none' (β only)", choices=("fold", "none")),
 )
 
 # Which auto option governs a layer followed by an activation of this family.
@@ -96,6 +104,9 @@ def _auto_options(ctx: PresetContext) -> dict[str, Any]:
     """auto's options from ``ctx.options`` (defaults for any missing), with the cross-option check:
     ``sigma_b2`` or ``orthogonal`` away from its default needs a ``'critical'`` option to act on."""
     opts = {o.name: ctx.options.get(o.name, o.default) for o in AUTO_OPTIONS}
+    if opts["deepnet_alpha"] != "fold" and opts["residual"] not in ("deepnet", "auto"):
+        raise ValueError(f"options['deepnet_alpha']: {opts['deepnet_alpha']!r} tunes DeepNorm's α, and "
+                         f"residual={opts['residual']!r} does not use it; add residual='deepnet', or drop it.")
     if "critical" not in (opts["saturating"], opts["smooth"]):
         for o in (o for o in AUTO_OPTIONS if o.name in ("sigma_b2", "orthogonal")):
             if opts[o.name] != o.default:
@@ -262,8 +273,8 @@ def auto_preset(ctx: PresetContext) -> None:
         elif role == "bias":
             ctx.set(site, Zeros(), "bias: zero, so the layer's output variance is the weights' alone", fans=None)
         elif role == "embedding":
-            ctx.set(site, RandomNormal(0.0, 1.0), "embedding rows are the layer's output: unit variance, "
-                    "the scale the next layer's variance-scaling assumes", fans=None)
+            init, why = embedding_choice(ctx, site)
+            ctx.set(site, init, why, fans=None)
             _padding_fixup(ctx, site)
         elif role in ("norm_scale", "norm_moving_var"):
             ctx.set(site, Ones(), "normalization scale: ones (identity at init)", fans=None)
@@ -284,6 +295,7 @@ def auto_preset(ctx: PresetContext) -> None:
         law = "zero (σ_b² = 0)" if crit.sigma_b2 == 0 else f"N(0, σ_b² = {crit.sigma_b2:g})"
         ctx.set(site, crit.init, f"{crit.option}='critical': bias {law}, the σ_b² the critical σ_w² of "
                 f"{crit.kernel_path} was solved for (without the option: Zeros)", fans=None)
+    residual_choices(ctx, opts["residual"], opts["deepnet_alpha"])
 
 
 def _auto_recurrent(ctx: PresetContext, site: ParamSite) -> None:

@@ -17,7 +17,7 @@ def _critical_preset(ctx, orthogonal: bool) -> None:
     """Start from ``auto``; then every Linear/Conv layer followed by φ gets ``Critical(φ)`` for weight and bias."""
     from torch import nn
 
-    ctx.apply_preset("auto")
+    ctx.apply_preset("auto", options={"residual": "none"})  # its Critical kernels replace auto's anyway
     by_module: dict[int, list] = {}
     for site in ctx.known_sites:
         by_module.setdefault(id(site.module), []).append(site)

@@ -16,7 +16,7 @@ from ..registry import PRESETS, PresetOption, register_preset
 def _lsuv_preset(ctx: Any, residual: bool) -> None:
     """``auto``, then orthonormal weights and zero biases for every Linear/Conv, then LSUV as a post step
     (with ``ctx.options["mean_correction"]``: ``"none"``, ``"tensor"`` or ``"per_unit"``)."""
-    ctx.apply_preset("auto")
+    ctx.apply_preset("auto", options={"residual": "none"})  # LSUV sets every layer's scale from data
     for site in ctx.known_sites:
         if not isinstance(site.module, DEFAULT_LAYERS) or site.path in ctx.ruled:
             continue

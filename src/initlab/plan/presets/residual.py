@@ -11,7 +11,7 @@ from ..registry import PRESETS, register_preset
 
 def _skipinit_preset(ctx) -> None:
     """``auto``, then the last layer of every residual branch zeroed — shown in the plan with the reason."""
-    ctx.apply_preset("auto")
+    ctx.apply_preset("auto", options={"residual": "none"})  # this preset does the residual part
     # The forward pass plan() recorded when it has example_input (transformers' models, HF Conv1D,
     # projection shortcuts), else torch.fx.
     branches = branches_from_streams(ctx.model, ctx.residual_streams) if ctx.example_input is not None \
@@ -30,7 +30,7 @@ def _skipinit_preset(ctx) -> None:
 
 
 def _fixup_preset(ctx) -> None:
-    ctx.apply_preset("auto")
+    ctx.apply_preset("auto", options={"residual": "none"})  # this preset does the residual part
     x = ctx.example_input
     branches = branches_from_streams(ctx.model, ctx.residual_streams) if x is not None else None
     # None (no branch found, or no example_input): residual_init looks again, and says so if it finds none.
