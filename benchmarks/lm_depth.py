@@ -245,7 +245,6 @@ def lm_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
 LR = 1e-3
 BETAS = (0.9, 0.99)
 MUP_BASE_WIDTH = 32  # μP's base model (width_mult 4 at width 128); its shape delta model has width 64
-MUP_OPTIONS: dict[str, Any] = {"base_width": MUP_BASE_WIDTH}
 
 
 def _n_branches(model: GPT) -> int:
@@ -453,15 +452,18 @@ def _library_preset(preset: str) -> Callable:
 
 
 def _library_mup(model: GPT, batch: torch.Tensor, seed: int) -> list[dict]:
+    """initlab's preset ``mup`` with the reference's choices: base model width 32 (built on meta), delta width 64,
+    zero readout; the attention's 1/d_head law is set on the model, as the plan's note on q/k asks."""
     import initlab
-    from initlab.plan.presets import preset_options
 
-    known = set(preset_options("mup"))
-    unknown = sorted(set(MUP_OPTIONS) - known)
-    if unknown:
-        raise ValueError(f"MUP_OPTIONS: preset 'mup' has no option {unknown[0]!r} (it has {sorted(known)}); "
-                         "update MUP_OPTIONS in benchmarks/lm_depth.py to the preset's name for the base width.")
-    plan = initlab.plan(model, "mup", example_input=batch[:, :-1], options=MUP_OPTIONS)
+    cfg = model.config
+    for b in model.blocks:
+        b.attn_scale = math.sqrt(MUP_BASE_WIDTH // cfg.heads) / (cfg.width // cfg.heads)
+    with torch.device("meta"):
+        base = GPT(dataclasses.replace(cfg, width=MUP_BASE_WIDTH))
+        delta = GPT(dataclasses.replace(cfg, width=2 * MUP_BASE_WIDTH))
+    plan = initlab.plan(model, "mup", example_input=batch[:, :-1],
+                        options={"base": base, "delta": delta, "readout": "zero"})
     plan.apply(seed)
     return plan.param_groups(LR)
 
