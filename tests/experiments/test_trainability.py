@@ -3,27 +3,20 @@ as the best hand-picked init per cell, and the 10-seed re-check of the cells whe
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from initlab.experiments import Grid
-
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "trainability.py"
+from tests._benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("trainability_bench", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["trainability_bench"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("trainability")
 
 
 def _row(init, final, sd, seeds=3, act="relu", depth=10, opt="sgd"):
