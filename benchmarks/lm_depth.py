@@ -274,6 +274,12 @@ def _auto(model: GPT, batch: torch.Tensor, seed: int, **options: Any) -> None:
     initlab.plan(model, "auto", example_input=batch[:, :-1], options=options or None).apply(seed)
 
 
+def _auto_unscaled(model: GPT, batch: torch.Tensor, seed: int) -> None:
+    """The starting point of every residual reference: ``auto`` without its own residual scaling (the library's
+    default ``residual='auto'`` would scale the branches first, and the reference would scale them twice)."""
+    _auto(model, batch, seed, **({"residual": "none"} if _has_residual_option("none") else {}))
+
+
 def _hf_reference(model: GPT, batch: torch.Tensor, seed: int) -> None:
     """GPT-2's ``_init_weights`` (transformers ``GPT2PreTrainedModel``): N(0, 0.02) for every Linear and
     Embedding, zero biases, LayerNorm 1/0, and the residual output projections N(0, 0.02/√(2L))."""
@@ -300,7 +306,7 @@ def _scale(mod: nn.Module, c: float) -> None:
 
 def _gpt2_reference(model: GPT, batch: torch.Tensor, seed: int) -> None:
     """auto, then every residual branch's output projection × 1/√N, N = 2L branches (Radford et al. 2019)."""
-    _auto(model, batch, seed)
+    _auto_unscaled(model, batch, seed)
     for b in model.blocks:
         for _, proj, _ in b.branches():
             _scale(proj, _n_branches(model) ** -0.5)
@@ -311,7 +317,7 @@ def _deepnet_reference(model: GPT, batch: torch.Tensor, seed: int, fold_alpha: b
     α = (2L)^(1/4) multiplies the skip in ``LN(α·x + f(x))``, a forward change; ``fold_alpha`` (post-LN only)
     reproduces it at init: every LayerNorm whose output is a skip gets γ = α (the embeddings × α for the
     first), and the branch's input kernels (q, k, v, fc1) ÷ α, so the forward equals DeepNorm's exactly."""
-    _auto(model, batch, seed)
+    _auto_unscaled(model, batch, seed)
     depth = len(model.blocks)
     beta, alpha = (8 * depth) ** -0.25, (2 * depth) ** 0.25
     for b in model.blocks:
@@ -338,7 +344,7 @@ def _tfixup_reference(model: GPT, batch: torch.Tensor, seed: int) -> None:
     """T-Fixup's decoder rule with M = L (Huang et al. 2020; layer6ai-labs/T-Fixup): auto (Xavier-like
     matrices), then fc1, fc2, v and o × (9L)^(-1/4), and the embeddings N(0, d^(-1/2)) × (9L)^(-1/4).
     LayerNorm is kept (the paper removes it)."""
-    _auto(model, batch, seed)
+    _auto_unscaled(model, batch, seed)
     factor = (9 * len(model.blocks)) ** -0.25
     for b in model.blocks:
         for lin in (b.fc1, b.fc2, b.v, b.o):
@@ -356,7 +362,7 @@ def _measured_reference(model: GPT, batch: torch.Tensor, seed: int, rho: float |
     """auto, then one forward pass on the example batch: at each residual add in order, the branch's output
     projection × c = ρ·RMS(skip)/RMS(branch), ρ = 1/√N, and the corrected sum goes on to the next block, so
     the stream's RMS grows at most by ∏(1 + 1/N)^(1/2) ≤ √e at any depth (notes §5, "measured")."""
-    _auto(model, batch, seed)
+    _auto_unscaled(model, batch, seed)
     rho = _n_branches(model) ** -0.5 if rho is None else rho
     post = model.config.norm == "post"
     with torch.no_grad():

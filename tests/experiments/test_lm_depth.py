@@ -151,7 +151,7 @@ def _batch():
 
 def test_gpt2_reference_is_auto_with_output_projections_over_sqrt_2L(lm):
     a, g = _model(lm), _model(lm)
-    lm._auto(a, _batch(), 3)
+    lm._auto_unscaled(a, _batch(), 3)  # the reference starts from auto without auto's own residual scaling
     lm._gpt2_reference(g, _batch(), 3)
     for (name, pa), (_, pg) in zip(a.named_parameters(), g.named_parameters(), strict=True):
         factor = 0.5 if name.endswith(("o.weight", "fc2.weight")) else 1.0  # 1/√(2·2)
