@@ -6,6 +6,10 @@ docstring): timm's model code needs only torchvision's FrozenBatchNorm2d, which 
 """
 
 import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,13 +175,26 @@ def test_zoo_plans_on_the_meta_device_like_on_cpu():
 
 
 def test_torchvision_stub_only_fills_in_for_what_timm_model_code_uses():
-    if not zoo.TORCHVISION_STUBBED:
-        pytest.skip("a real torchvision is installed; the stub is not used")
-    from torchvision.ops.misc import FrozenBatchNorm2d
-    from torchvision.transforms import Resize
-
-    bn = FrozenBatchNorm2d(3)
-    x = torch.randn(2, 3, 4, 4)
-    assert torch.allclose(bn(x), x / math.sqrt(1 + 1e-5))
-    with pytest.raises(RuntimeError, match=r"torchvision is not installed: .*Resize"):
-        Resize(32)
+    # In a child process with the real torchvision import blocked, so the stub is checked whether or not a
+    # working torchvision is installed here (sys.modules[name] = None makes `import name` raise ImportError).
+    child = textwrap.dedent("""
+        import math, sys
+        sys.modules["torchvision"] = None
+        import torch
+        from tests import zoo
+        assert zoo.TORCHVISION_STUBBED
+        from torchvision.ops.misc import FrozenBatchNorm2d
+        from torchvision.transforms import Resize
+        x = torch.randn(2, 3, 4, 4)
+        assert torch.allclose(FrozenBatchNorm2d(3)(x), x / math.sqrt(1 + 1e-5))
+        try:
+            Resize(32)
+        except RuntimeError as e:
+            assert "torchvision is not installed" in str(e) and "Resize" in str(e), e
+        else:
+            raise AssertionError("a placeholder class was usable")
+        print("stub ok")
+    """)
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", child], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "stub ok" in done.stdout, done.stderr[-2000:]
